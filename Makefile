@@ -1,0 +1,49 @@
+# SHAMSUL reproducible study. `make` alone lists the targets.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROFILE ?= demo
+DATA_DIR ?=
+export MPLCONFIGDIR := $(CURDIR)
+export PYTHONHASHSEED := 0
+
+.DEFAULT_GOAL := help
+.PHONY: help setup reproduce smoke test lint clean workshop benchmark
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: $(STAMP) ## create .venv with the pinned requirements (once; redone when the pins change)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -n "$(PYTHON)" || { echo "make setup: Python 3.11 not found (set PYTHON=/path/to/python3.11)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . \
+	  || $(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	-$(VENV)/bin/nbdime config-git --enable >/dev/null 2>&1
+	@touch $(STAMP)
+
+reproduce: setup ## run the whole notebook chain (PROFILE=demo; PROFILE=paper DATA_DIR=/path for CheXpert)
+	DATA_DIR="$(DATA_DIR)" $(PY) -m shamsul_utils.chain --profile $(PROFILE)
+
+smoke: setup ## run the whole chain on the tiny smoke profile (a few minutes)
+	$(PY) -m shamsul_utils.chain --profile smoke
+
+test: setup ## run the test suite (unit, reference cross-checks, end-to-end smoke chain)
+	$(PY) -m pytest -q
+
+lint: setup ## ruff on the code, and source notebooks free of outputs
+	$(VENV)/bin/ruff check shamsul_utils tests benchmarks
+	$(PY) -m pytest -q tests/test_notebooks.py -k "outputs or parameters"
+
+benchmark: setup ## time the explainers against the forward floor and the reference libraries
+	$(PY) benchmarks/explainers.py
+
+workshop: setup ## write participant copies of the workshop notebooks (solutions removed) to workshop/
+	$(PY) -m shamsul_utils.workshop
+
+clean: ## remove run artefacts (runs/), keeping .venv and the committed figures
+	rm -rf runs

@@ -1,0 +1,307 @@
+"""Profiles (``params/*.yaml``) loaded into one typed, validated object, and the paths of a run.
+
+A profile is a YAML file with the sections below; every key is checked (an unknown or
+misspelt key is an error, not a silent default) and every value is converted to its
+declared type. Notebooks receive the profile *name* as their papermill parameter and load
+it with :func:`load_profile`, so the whole chain reads one source of truth.
+
+Examples
+--------
+>>> config = load_profile("smoke")
+>>> config.model.architecture
+'densenet_small'
+>>> config.paths.heatmaps.name
+'heatmaps'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import DataError
+
+__all__ = [
+    "REPOSITORY_ROOT",
+    "DataConfig",
+    "SplitConfig",
+    "ModelConfig",
+    "TrainingConfig",
+    "ExplainConfig",
+    "EvaluationConfig",
+    "RunPaths",
+    "Profile",
+    "load_profile",
+    "profile_names",
+]
+
+REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Where one split's labels (CheXpert CSV) and masks (CheXlocalize JSON) live, relative to ``data.root``."""
+
+    csv: str = ""
+    segmentations: str = ""  # empty: no masks for this split
+    from_train_fraction: float = 0.0  # >0 (valid only): a patient-level split carved from train
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The data of a profile: a generated phantom, or CheXpert + CheXlocalize on disk."""
+
+    source: str = "phantom"  # "phantom" or "chexpert"
+    root: str = ""  # empty: runs/<profile>/data; for chexpert the DATA_DIR of the user
+    splits: dict[str, SplitConfig] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)  # phantom only: images per split
+    phantom: dict[str, typing.Any] = field(default_factory=dict)  # PhantomSettings overrides
+    uncertain: str = "zeros"  # "zeros" (U-Zeros, the paper) or "ones" (U-Ones)
+    frontal_only: bool = True
+    max_images: dict[str, int] = field(default_factory=dict)  # cap per split (0 or absent: all)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The classifier: architecture, input size and the weights it starts from."""
+
+    architecture: str = "densenet121"
+    growth_rate: int = 32
+    block_config: tuple[int, ...] = (6, 12, 24, 16)
+    input_size: int = 224
+    pretrained: str = "none"  # "none", "imagenet" (timm hub cache) or a path to a weights file
+    drop_rate: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """The training recipe (paper: Adam 1e-4, BCE, ReduceLROnPlateau)."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    class_weighting: bool = False  # paper-style positive weighting of BCE
+    plateau_patience: int = 1
+    plateau_factor: float = 0.1
+    early_stopping_patience: int = 3
+    horizontal_flip: bool = False
+    augment_shift: float = 0.0  # random translation as a fraction of the image size
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    """Which images are explained and each method's settings (paper values as defaults)."""
+
+    n_images: int = 48
+    per_class: int = 4  # images chosen per localised class (single- and multi-label)
+    batch_size: int = 50
+    lrp_rule: str = "epsilon"
+    lrp_rules: tuple[str, ...] = ("z", "epsilon", "alpha2beta1", "deep_taylor")
+    lime_samples: int = 1000
+    shap_samples: int = 1000
+    shap_fill: str = "mean"
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Scoring: bootstrap resamples, the signed-map policy and the faithfulness budget."""
+
+    bootstrap: int = 1000
+    signed: str = "positive"
+    faithfulness_steps: int = 20
+    faithfulness_images: int = 24
+    medical_classes: tuple[str, ...] = ("Lung Opacity", "Support Devices")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Every artefact location of a run, all under ``runs/<profile>/``."""
+
+    run: Path
+
+    @property
+    def data(self) -> Path:
+        return self.run / "data"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.run / "checkpoints"
+
+    @property
+    def predictions(self) -> Path:
+        return self.run / "predictions"
+
+    @property
+    def heatmaps(self) -> Path:
+        return self.run / "heatmaps"
+
+    @property
+    def tables(self) -> Path:
+        return self.run / "tables"
+
+    @property
+    def figures(self) -> Path:
+        return self.run / "figures"
+
+    @property
+    def notebooks(self) -> Path:
+        return self.run / "notebooks"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One validated profile (``params/<name>.yaml``)."""
+
+    name: str
+    seed: int
+    description: str
+    data: DataConfig
+    model: ModelConfig
+    training: TrainingConfig
+    explain: ExplainConfig
+    evaluation: EvaluationConfig
+    publish_figures: bool = False  # also write figures to the repository's figures/
+    device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
+
+    @property
+    def paths(self) -> RunPaths:
+        return RunPaths(REPOSITORY_ROOT / "runs" / self.name)
+
+    @property
+    def data_root(self) -> Path:
+        """The folder the data paths are relative to."""
+        if self.data.root:
+            root = Path(os.path.expanduser(self.data.root))
+            return root if root.is_absolute() else REPOSITORY_ROOT / root
+        return self.paths.data
+
+
+def profile_names() -> list[str]:
+    """The profiles shipped in ``params/``."""
+    return sorted(path.stem for path in (REPOSITORY_ROOT / "params").glob("*.yaml"))
+
+
+def _convert(value, annotation, where: str):
+    """Convert a YAML value to a dataclass field's declared type, or raise DataError."""
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        return _build(annotation, value, where)
+    if origin in (dict,):
+        _, value_type = typing.get_args(annotation)
+        if not isinstance(value, dict):
+            raise DataError(f"{where}: expected a mapping, got {value!r}")
+        return {str(key): _convert(item, value_type, f"{where}.{key}") for key, item in value.items()}
+    if origin in (tuple,):
+        item_type = typing.get_args(annotation)[0]
+        if not isinstance(value, (list, tuple)):
+            raise DataError(f"{where}: expected a list, got {value!r}")
+        return tuple(_convert(item, item_type, f"{where}[{index}]") for index, item in enumerate(value))
+    if annotation is typing.Any:
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise DataError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if annotation in (int, float, str):
+        if isinstance(value, bool) or value is None:
+            raise DataError(f"{where}: expected {annotation.__name__}, got {value!r}")
+        try:
+            converted = annotation(value)
+        except (TypeError, ValueError):
+            raise DataError(f"{where}: expected {annotation.__name__}, got {value!r}") from None
+        if annotation is int and isinstance(value, float) and value != converted:
+            raise DataError(f"{where}: expected an integer, got {value!r}")
+        return converted
+    if isinstance(annotation, types.UnionType):  # pragma: no cover - not used by the profiles
+        return value
+    return value
+
+
+def _build(cls, values, where: str):
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise DataError(f"{where}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = {item.name for item in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise DataError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}")
+    return cls(**{key: _convert(value, hints[key], f"{where}.{key}") for key, value in values.items()})
+
+
+def _merge(base: dict, overrides: dict) -> dict:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_profile(profile: str | os.PathLike, overrides: dict | None = None) -> Profile:
+    """Load and validate a profile.
+
+    Parameters
+    ----------
+    profile : str or path
+        A name in ``params/`` (``"demo"``, ``"smoke"``, ``"paper"``) or a path to a YAML file.
+    overrides : dict, optional
+        Nested values merged over the file, e.g. ``{"data": {"root": "/data/chexpert"}}``.
+        The environment variable ``DATA_DIR``, when set and non-empty, overrides ``data.root``
+        of profiles whose data source is ``chexpert``.
+
+    Raises
+    ------
+    DataError
+        One line naming the file and the offending key or value.
+    """
+    path = Path(profile)
+    if path.suffix not in (".yaml", ".yml"):
+        path = REPOSITORY_ROOT / "params" / f"{profile}.yaml"
+    if not path.is_file():
+        raise DataError(f"{path}: no such profile; available: {', '.join(profile_names())}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise DataError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    values = _merge(values, overrides or {})
+    data_dir = os.environ.get("DATA_DIR", "")
+    if data_dir and values.get("data", {}).get("source") == "chexpert":
+        values = _merge(values, {"data": {"root": data_dir}})
+    values.setdefault("name", path.stem)
+    values.setdefault("description", "")
+    required = ("seed", "data", "model", "training", "explain", "evaluation")
+    missing = [key for key in required if key not in values]
+    if missing:
+        raise DataError(f"{path}: missing section(s) {', '.join(missing)}")
+    profile_object = _build(Profile, values, path.name)
+    _validate(profile_object, path.name)
+    return profile_object
+
+
+def _validate(profile: Profile, where: str) -> None:
+    choices = {
+        "data.source": (profile.data.source, ("phantom", "chexpert")),
+        "data.uncertain": (profile.data.uncertain, ("zeros", "ones")),
+        "model.architecture": (profile.model.architecture, ("densenet121", "densenet_small")),
+        "evaluation.signed": (profile.evaluation.signed, ("positive", "absolute", "raw")),
+        "device": (profile.device, ("auto", "cpu", "cuda")),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise DataError(f"{where}: {key} is {value!r}; expected one of {', '.join(allowed)}")
+    for split in ("train", "valid", "test"):
+        if split not in profile.data.splits:
+            raise DataError(f"{where}: data.splits needs a {split!r} entry")
+    if profile.data.source == "chexpert" and not profile.data.root:
+        raise DataError(f"{where}: the chexpert source needs data.root (or DATA_DIR=/path/to/data)")

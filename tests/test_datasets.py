@@ -1,0 +1,118 @@
+"""The CheXpert/CheXlocalize readers on a hand-made fixture in the published formats, and bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from chexpert_fixture import build_chexpert_fixture
+from shamsul_utils.chexlocalize import encode_mask, read_segmentations
+from shamsul_utils.datasets import (ImageDataset, SplitData, denormalize, load_image, masks_for, normalize,
+                                    read_chexpert_csv)
+from shamsul_utils.errors import DataError
+from shamsul_utils.labels import CLASSES, LOCALIZED_CLASSES
+
+
+@pytest.fixture()
+def fixture(tmp_path):
+    return build_chexpert_fixture(tmp_path)
+
+
+def test_labels_uncertain_blank_and_lateral(fixture):
+    csv = fixture["root"] / "CheXpert-v1.0-small" / "valid.csv"
+    table = read_chexpert_csv(csv)
+    assert len(table) == 4, "the lateral view is dropped"
+    assert table.loc[2, "Edema"] == 0.0, "uncertain -> 0 under U-Zeros"
+    assert read_chexpert_csv(csv, uncertain="ones").loc[2, "Edema"] == 1.0
+    assert table[list(CLASSES)].isin([0.0, 1.0]).all().all(), "blanks -> 0"
+    assert table.loc[0, "cxr_id"] == "patient00013_study1_view1_frontal"
+    assert all(path.endswith(".jpg") for path in table["image_path"])
+    assert len(read_chexpert_csv(csv, frontal_only=False)) == 5
+
+
+def test_non_square_image_and_masks(fixture):
+    root = fixture["root"]
+    table = read_chexpert_csv(root / "CheXpert-v1.0-small" / "valid.csv")
+    width, height = fixture["size"]
+    assert load_image(table.loc[0, "image_path"]).shape == (height, width)
+    assert load_image(table.loc[0, "image_path"], 32).shape == (32, 32)
+    split = SplitData("valid", table, read_segmentations(root / "CheXlocalize" / "gt_segmentations_val.json"))
+    masks = masks_for(split, table["cxr_id"])
+    assert masks.shape == (4, len(LOCALIZED_CLASSES), height, width)
+    opacity = LOCALIZED_CLASSES.index("Lung Opacity")
+    assert masks[0, opacity].sum() == 10 * 15, "'Airspace Opacity' is read as Lung Opacity"
+    assert masks[1, opacity].sum() == 0
+    small = masks_for(split, table["cxr_id"], size=20)
+    assert small.shape[-2:] == (20, 20)
+    assert small[0, opacity].any()
+
+
+def test_normalisation_round_trip():
+    gray = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    tensor = normalize(gray)
+    assert tensor.shape == (3, 16, 16)
+    assert np.allclose(denormalize(tensor), gray / 255.0, atol=1e-6)
+
+
+def test_dataset_items_and_seeded_augmentation(fixture):
+    table = read_chexpert_csv(fixture["root"] / "CheXpert-v1.0-small" / "train.csv")
+    dataset = ImageDataset(table, 32, augment_shift=0.1, seed=3)
+    image, labels = dataset[1]
+    assert image.shape == (3, 32, 32) and labels.shape == (14,)
+    assert torch.equal(dataset[1][0], image), "augmentation is seeded per item and epoch"
+    dataset.epoch = 1
+    assert not torch.equal(dataset[1][0], image)
+
+
+def test_missing_image_names_the_file(fixture):
+    root = fixture["root"]
+    table = read_chexpert_csv(root / "CheXpert-v1.0-small" / "train.csv")
+    missing = table.loc[3, "image_path"]
+    Image.open(missing).close()
+    (root / missing).unlink()
+    with pytest.raises(DataError, match=r"view1_frontal.jpg: image not found"):
+        load_image(missing)
+
+
+def test_unreadable_image(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    with pytest.raises(DataError, match="broken.jpg: unreadable image"):
+        load_image(bad)
+
+
+def test_csv_without_a_label_column(fixture):
+    csv = fixture["root"] / "CheXpert-v1.0-small" / "valid.csv"
+    lines = csv.read_text().splitlines()
+    header = lines[0].split(",")
+    drop = header.index("Edema")
+    csv.write_text("\n".join(",".join(v for i, v in enumerate(line.split(",")) if i != drop) for line in lines))
+    with pytest.raises(DataError, match=r"valid.csv: missing column\(s\) Edema"):
+        read_chexpert_csv(csv)
+
+
+def test_bad_label_value(fixture):
+    csv = fixture["root"] / "CheXpert-v1.0-small" / "valid.csv"
+    csv.write_text(csv.read_text().replace(",-1.0,", ",2.0,", 1))
+    with pytest.raises(DataError, match="is not 1, 0, -1 or blank"):
+        read_chexpert_csv(csv)
+
+
+def test_missing_csv(tmp_path):
+    with pytest.raises(DataError, match="label CSV not found"):
+        read_chexpert_csv(tmp_path / "nope.csv")
+
+
+def test_rle_whose_size_disagrees(fixture):
+    root = fixture["root"]
+    path = root / "CheXlocalize" / "gt_segmentations_val.json"
+    content = json.loads(path.read_text())
+    first = next(iter(content))
+    content[first] = {task: encode_mask(np.zeros((7, 9), bool)) for task in content[first]}
+    path.write_text(json.dumps(content))
+    table = read_chexpert_csv(root / "CheXpert-v1.0-small" / "valid.csv")
+    split = SplitData("valid", table, read_segmentations(path))
+    with pytest.raises(DataError, match=rf"{first}: mask size \(7, 9\) differs from its image's \(40, 48\)"):
+        masks_for(split, table["cxr_id"])
