@@ -76,7 +76,8 @@ def run_chain(profile_name: str, *, start: str | None = None, only: Sequence[str
     output_folder = profile.paths.notebooks
     output_folder.mkdir(parents=True, exist_ok=True)
     timings: list[tuple[str, float]] = []
-    environment = {"MPLBACKEND": "agg", "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+    environment = {"MPLBACKEND": "agg", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+                   "TQDM_MININTERVAL": "30"}  # few progress-bar updates in the executed notebooks
     os.environ.update(environment)
     for name in names:
         started = time.perf_counter()

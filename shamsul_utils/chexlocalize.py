@@ -8,6 +8,11 @@
   see :func:`cxr_id_from_path`).
 * Task names: CheXlocalize calls CheXpert's "Lung Opacity" "Airspace Opacity"
   (:mod:`shamsul_utils.labels`).
+* Heatmap pickle, one per image and task, ``<cxr_id>_<Task>_map.pkl``: a dict with ``map``
+  (float tensor ``1 x 1 x h x w``), ``prob`` (float), ``task`` (task name), ``gt`` (0/1 label),
+  ``cxr_img`` (the image, tensor ``3 x H x W``) and ``cxr_dims`` = **(W, H)** of the original
+  image (CheXlocalize's README and ``heatmap_to_segmentation.py``, which resizes the map with
+  ``size=(cxr_dims[1], cxr_dims[0])``).
 
 References
 ----------
@@ -17,16 +22,21 @@ Nature Machine Intelligence. Code and formats: github.com/rajpurkarlab/cheXlocal
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import pickle
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 import numpy as np
+import torch
 from pycocotools import mask as coco_mask
 
 from .errors import DataError
-from .files import atomic_write_text
-from .labels import CHEXLOCALIZE_TASK_NAMES, from_chexlocalize_task
+from .files import atomic_write_bytes, atomic_write_text
+from .labels import CHEXLOCALIZE_TASK_NAMES, CLASSES, LOCALIZED_CLASSES, from_chexlocalize_task
 
 __all__ = [
     "cxr_id_from_path",
@@ -34,7 +44,17 @@ __all__ = [
     "decode_mask",
     "read_segmentations",
     "write_segmentations",
+    "export_segmentations",
+    "HEATMAP_PKL_KEYS",
+    "HeatmapEntry",
+    "heatmap_pkl_name",
+    "export_heatmap_pkls",
+    "import_heatmap_pkls",
 ]
+
+# The keys of CheXlocalize's heatmap pickles, as documented in its README.
+HEATMAP_PKL_KEYS: tuple[str, ...] = ("map", "prob", "task", "gt", "cxr_img", "cxr_dims")
+_REQUIRED_PKL_KEYS = ("map", "prob", "cxr_dims")  # what CheXlocalize's scripts read
 
 
 def cxr_id_from_path(path: str, *, keep_split: bool = False) -> str:
@@ -73,7 +93,10 @@ def encode_mask(mask: np.ndarray) -> dict:
     if mask.ndim != 2:
         raise DataError(f"mask must be 2-D (h, w), got shape {mask.shape}")
     encoded = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(encoded["size"][0]), int(encoded["size"][1])], "counts": encoded["counts"].decode("ascii")}
+    return {
+        "size": [int(encoded["size"][0]), int(encoded["size"][1])],
+        "counts": encoded["counts"].decode("ascii"),
+    }
 
 
 def decode_mask(rle: dict, *, where: str = "segmentation") -> np.ndarray:
@@ -143,3 +166,187 @@ def write_segmentations(path: str | os.PathLike, masks: dict[str, dict[str, np.n
                 entry[task] = encode_mask(np.zeros(shape, dtype=bool))
         content[cxr_id] = entry
     atomic_write_text(path, json.dumps(content))
+
+
+def export_segmentations(
+    path: str | os.PathLike, masks, cxr_ids: Sequence[str], class_names: Sequence[str]
+) -> None:
+    """Write predicted masks ``[N, C, H, W]`` (or a list of ``[C, H_n, W_n]``) as CheXlocalize JSON.
+
+    Only CheXlocalize's 10 localised classes among ``class_names`` are written (the others are
+    ignored); missing localised tasks get empty masks (:func:`write_segmentations`).
+    """
+    if len(masks) != len(cxr_ids):
+        raise DataError(f"{len(masks)} mask sets for {len(cxr_ids)} cxr_ids")
+    chosen = [(index, name) for index, name in enumerate(class_names) if name in LOCALIZED_CLASSES]
+    content = {}
+    for cxr_id, per_image in zip(cxr_ids, masks, strict=True):
+        if len(per_image) != len(class_names):
+            raise DataError(f"{cxr_id}: {len(per_image)} masks for {len(class_names)} class names")
+        content[cxr_id] = {name: np.asarray(per_image[index], dtype=bool) for index, name in chosen}
+    write_segmentations(path, content)
+
+
+class HeatmapEntry(NamedTuple):
+    """One heatmap read back by :func:`import_heatmap_pkls`."""
+
+    map: np.ndarray  # float32 (h, w), at the resolution it was stored
+    probability: float
+    size: tuple[int, int]  # original image (H, W): CheXlocalize's cxr_dims (W, H), swapped
+    label: int | None  # the pickle's "gt"
+
+
+def heatmap_pkl_name(cxr_id: str, class_name: str) -> str:
+    """``<cxr_id>_<Task>_map.pkl``, with CheXlocalize's task name ("Airspace Opacity" for Lung Opacity)."""
+    return f"{cxr_id}_{_task_name(class_name)}_map.pkl"
+
+
+def _task_name(class_name: str) -> str:
+    """CheXlocalize's task name for a localised class, the name itself otherwise."""
+    return CHEXLOCALIZE_TASK_NAMES.get(class_name, class_name)
+
+
+def _as_tensor(value, shape: tuple[int, ...]) -> torch.Tensor:
+    # A fresh, contiguous tensor: pickling a view would store the whole underlying buffer.
+    array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    return torch.tensor(np.array(array, dtype=np.float32).reshape(shape))
+
+
+def export_heatmap_pkls(
+    folder: str | os.PathLike,
+    heatmaps,
+    cxr_ids: Sequence[str],
+    class_names: Sequence[str],
+    probabilities,
+    *,
+    images=None,
+    original_sizes: Sequence[tuple[int, int]] | None = None,
+    labels=None,
+) -> list[Path]:
+    """Write one CheXlocalize heatmap pickle per image and localised class.
+
+    Parameters
+    ----------
+    folder : path-like
+    heatmaps : array-like or Tensor, shape (N, C, h, w)
+        Stored as they are (CheXlocalize resizes them to ``cxr_dims`` when segmenting).
+    cxr_ids : sequence of str, length N
+    class_names : sequence of str, length C
+        CheXpert names; only the 10 localised classes are written (CheXlocalize's scripts skip
+        other tasks), under CheXlocalize's task names.
+    probabilities : array-like, shape (N, C)
+    images : Tensor, array (N, 3, H, W) or list of (3, H_n, W_n), optional
+        Stored as ``cxr_img`` (float32); ``None`` stores ``cxr_img=None``.
+    original_sizes : sequence of (H, W), optional
+        Size of each original image, i.e. of its ground-truth masks; default the image's size.
+        Stored as ``cxr_dims = (W, H)``. One of ``images`` and ``original_sizes`` is required.
+    labels : array-like of {0, 1}, shape (N, C), optional
+        Stored as ``gt`` (int); ``None`` stores ``gt=None``.
+
+    Returns
+    -------
+    list of Path
+        The files written (atomically).
+    """
+    maps = heatmaps.detach().cpu().numpy() if isinstance(heatmaps, torch.Tensor) else np.asarray(heatmaps)
+    probs = np.asarray(probabilities, dtype=float)
+    count = len(cxr_ids)
+    if maps.ndim != 4 or maps.shape[:2] != (count, len(class_names)) or probs.shape != maps.shape[:2]:
+        raise DataError(
+            f"heatmaps {maps.shape} and probabilities {probs.shape} must be (N={count}, C={len(class_names)}, ...)"
+        )
+    if images is None and original_sizes is None:
+        raise DataError("export_heatmap_pkls needs images or original_sizes (for cxr_dims)")
+    if images is not None and len(images) != count:
+        raise DataError(f"{len(images)} images for {count} cxr_ids")
+    if original_sizes is not None and len(original_sizes) != count:
+        raise DataError(f"{len(original_sizes)} original sizes for {count} cxr_ids")
+    folder = Path(folder)
+    written = []
+    for n, cxr_id in enumerate(cxr_ids):
+        image = None
+        if images is not None:
+            image = images[n]
+            image = _as_tensor(image, tuple(image.shape))
+            if image.ndim != 3:
+                raise DataError(f"{cxr_id}: image must be (3, H, W), got {tuple(image.shape)}")
+        height, width = original_sizes[n] if original_sizes is not None else tuple(image.shape[-2:])
+        for c, name in enumerate(class_names):
+            if name not in LOCALIZED_CLASSES:
+                continue
+            content = {
+                "map": _as_tensor(maps[n, c], (1, 1, *maps.shape[-2:])),
+                "prob": float(probs[n, c]),
+                "task": _task_name(name),
+                "gt": None if labels is None else int(np.asarray(labels)[n, c]),
+                "cxr_img": image,
+                "cxr_dims": (int(width), int(height)),
+            }
+            path = folder / heatmap_pkl_name(cxr_id, name)
+            atomic_write_bytes(path, pickle.dumps(content))
+            written.append(path)
+    return written
+
+
+class _CPUUnpickler(pickle.Unpickler):
+    """Loads tensors saved on a GPU onto the CPU (as CheXlocalize's ``CPU_Unpickler``)."""
+
+    def find_class(self, module, name):
+        if module == "torch.storage" and name == "_load_from_bytes":
+            return lambda data: torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+        return super().find_class(module, name)
+
+
+def import_heatmap_pkls(folder: str | os.PathLike) -> dict[str, dict[str, HeatmapEntry]]:
+    """Read every ``*_map.pkl`` under ``folder`` (recursively), CheXlocalize's or ours.
+
+    Returns ``{cxr_id: {chexpert_class_name: HeatmapEntry(map (h, w), probability, size (H, W),
+    label)}}``; ``size`` is ``cxr_dims`` converted from CheXlocalize's (W, H) to (H, W). The image
+    id and task come from the file name, as in CheXlocalize (``<cxr_id>_<Task>_map.pkl``).
+
+    Notes
+    -----
+    Unpickling runs code from the file: read only heatmaps you or CheXlocalize made.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: heatmap folder not found")
+    result: dict[str, dict[str, HeatmapEntry]] = {}
+    for path in sorted(folder.rglob("*_map.pkl")):
+        parts = path.name[: -len("_map.pkl")].rsplit("_", 1)
+        if len(parts) != 2:
+            raise DataError(f"{path}: name is not <cxr_id>_<Task>_map.pkl")
+        cxr_id, task = parts
+        name = from_chexlocalize_task(task) if task in CHEXLOCALIZE_TASK_NAMES.values() else task
+        if name not in CLASSES:
+            raise DataError(f"{path}: unknown task {task!r}")
+        try:
+            with open(path, "rb") as handle:
+                content = _CPUUnpickler(handle).load()
+        except Exception as error:  # noqa: BLE001 - any unpickling failure is a bad file
+            raise DataError(
+                f"{path}: not a readable heatmap pickle ({type(error).__name__}: {error})"
+            ) from None
+        if not isinstance(content, dict):
+            raise DataError(f"{path}: expected a dict with keys {', '.join(HEATMAP_PKL_KEYS)}")
+        missing = [key for key in _REQUIRED_PKL_KEYS if key not in content]
+        if missing:
+            raise DataError(f"{path}: missing key(s) {', '.join(missing)}")
+        if "task" in content and content["task"] != task:
+            raise DataError(f"{path}: file name says task {task!r}, the pickle says {content['task']!r}")
+        heatmap = content["map"]
+        heatmap = heatmap.detach().cpu().numpy() if isinstance(heatmap, torch.Tensor) else np.asarray(heatmap)
+        dims = tuple(int(value) for value in content["cxr_dims"])
+        if heatmap.ndim < 2 or heatmap.size != heatmap.shape[-2] * heatmap.shape[-1] or len(dims) != 2:
+            raise DataError(
+                f"{path}: map must be 1 x 1 x h x w and cxr_dims (w, h); got {heatmap.shape}, {dims}"
+            )
+        heatmap = heatmap.reshape(heatmap.shape[-2:]).astype(np.float32)
+        label = content.get("gt")
+        by_class = result.setdefault(cxr_id, {})
+        if name in by_class:
+            raise DataError(f"{path}: a second heatmap for {cxr_id} / {task}")
+        by_class[name] = HeatmapEntry(
+            heatmap, float(content["prob"]), (dims[1], dims[0]), None if label is None else int(label)
+        )
+    return result

@@ -44,6 +44,7 @@ __all__ = [
     "ImageDataset",
     "label_statistics",
     "verify_split_files",
+    "select_examples",
 ]
 
 METADATA_COLUMNS: tuple[str, ...] = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
@@ -328,7 +329,9 @@ def label_statistics(split: SplitData) -> pd.DataFrame:
                      "prevalence": float(positive.mean()),
                      "single_label": int((positive & (findings == 1)).sum()) if index else int(positive.sum()),
                      "multi_label": int((positive & (findings > 1)).sum()) if index else 0})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs["images"] = len(split)
+    return table
 
 
 def verify_split_files(split: SplitData, *, sample: int = 0) -> dict:
@@ -349,3 +352,30 @@ def verify_split_files(split: SplitData, *, sample: int = 0) -> dict:
             masks_for(split, [cxr_id])
     return {"split": split.name, "images": len(split), "checked": len(checked),
             "with_masks": 0 if split.segmentations is None else int(split.table["cxr_id"].isin(split.segmentations).sum())}
+
+
+def select_examples(split: SplitData, *, per_class: int = 2, seed: int = 0,
+                    classes: Sequence[str] = LOCALIZED_CLASSES, total: int | None = None) -> list[int]:
+    """Row indices of a stratified, seeded set of images: single- and multi-label positives per class.
+
+    For each class in turn, about half of ``per_class`` images are single-label positives and the
+    rest multi-label positives (fewer where the split has fewer), without repeats. With ``total``,
+    the set is then filled with random other images (negatives included) or cut to that size.
+    This is the explanation set of notebooks 03-06 and the gallery of notebook 01.
+    """
+    labels = split.labels
+    findings = labels[:, 1:].sum(1)
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    for name in classes:
+        positive = labels[:, CLASSES.index(name)] == 1
+        for kind, count in (("single", (per_class + 1) // 2), ("multi", per_class // 2)):
+            pool = np.flatnonzero(positive & ((findings == 1) if kind == "single" else (findings > 1)))
+            pool = [int(index) for index in rng.permutation(pool) if index not in chosen]
+            chosen.extend(pool[:count])
+    if total is not None:
+        if len(chosen) > total:
+            chosen = chosen[:total]
+        rest = [int(index) for index in rng.permutation(len(split)) if index not in chosen]
+        chosen.extend(rest[:max(0, total - len(chosen))])
+    return chosen

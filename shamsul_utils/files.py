@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "write_table"]
 
 
 @contextlib.contextmanager
@@ -58,3 +58,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_table(table, path: str | os.PathLike) -> Path:
+    """Write a pandas DataFrame as CSV atomically (folder created); returns the path."""
+    atomic_write_text(path, table.to_csv(index=False))
+    return Path(path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +30,14 @@ __all__ = [
     "image_grid",
     "overlay_heatmap",
     "outline",
+    "CLASS_COLORS",
+    "gallery_figure",
+    "prevalence_figure",
+    "cooccurrence_figure",
+    "learning_curves_figure",
+    "performance_figure",
+    "roc_figure",
+    "predictions_figure",
 ]
 
 METHOD_COLORS = {"Grad-CAM": "#1b9e77", "LRP": "#d95f02", "LIME": "#7570b3", "SHAP": "#e7298a"}
@@ -76,7 +85,19 @@ def save_figure(figure, slug: str, *, notebook: str, profile: Profile, title: st
     for target in targets:
         with atomic_path(target) as temporary:
             temporary.write_bytes(buffer.getvalue())
+    _display_in_notebook(buffer.getvalue())
     return targets[0]
+
+
+def _display_in_notebook(png: bytes) -> None:
+    """Show the saved PNG when running inside Jupyter (the figure itself is closed)."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import Image, display
+    except ImportError:  # pragma: no cover - IPython is a pinned dependency
+        return
+    if get_ipython() is not None and get_ipython().__class__.__name__ == "ZMQInteractiveShell":
+        display(Image(data=png))
 
 
 def _index(name: str, notebook: str, title: str) -> None:
@@ -142,3 +163,157 @@ def image_grid(count: int, *, columns: int = 4, size: float = 2.3, title: str = 
     if title:
         figure.suptitle(title)
     return figure, list(flat[:count])
+
+
+# ----------------------------------------------------------------------------- data (notebook 01)
+
+CLASS_COLORS = dict(zip(
+    ("Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema", "Consolidation",
+     "Atelectasis", "Pneumothorax", "Pleural Effusion", "Support Devices"),
+    plt.get_cmap("tab10").colors, strict=True))
+
+
+def gallery_figure(images: np.ndarray, masks: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
+                   *, titles: Sequence[str] | None = None, columns: int = 4, title: str = ""):
+    """Radiographs with each positive localised class's mask outlined in its colour, and a legend."""
+    figure, axes = image_grid(len(images), columns=columns, size=2.6, title=title)
+    for index, axis in enumerate(axes):
+        axis.imshow(images[index], cmap="gray", vmin=0, vmax=1 if images.dtype != np.uint8 else 255)
+        for class_index, name in enumerate(class_names):
+            if masks[index, class_index].any():
+                edge = outline(masks[index, class_index])
+                rgba = np.zeros((*edge.shape, 4))
+                rgba[edge] = (*CLASS_COLORS.get(name, (1, 0, 0)), 1.0)
+                axis.imshow(rgba, interpolation="nearest")
+        axis.set_title(textwrap.fill(titles[index], 34) if titles else "", fontsize=6.5)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    handles = [matplotlib.patches.Patch(color=CLASS_COLORS[name], label=name) for name in class_names
+               if name in CLASS_COLORS]
+    figure.legend(handles=handles, loc="lower center", ncol=5, fontsize=7, frameon=False)
+    figure.tight_layout(rect=(0, 0.05, 1, 1))
+    return figure
+
+
+def prevalence_figure(statistics: dict, *, title: str = "Label prevalence per split"):
+    """Stacked bars of single- and multi-label positives per class, one panel per split."""
+    figure, axes = plt.subplots(1, len(statistics), figsize=(4.2 * len(statistics), 4.2), sharey=True, squeeze=False)
+    for axis, (split, table) in zip(axes[0], statistics.items(), strict=True):
+        positions = np.arange(len(table))
+        single = table["single_label"].to_numpy()
+        axis.barh(positions, single, color="#4c72b0", label="single-label")
+        axis.barh(positions, table["multi_label"], left=single, color="#dd8452", label="multi-label")
+        axis.set_yticks(positions, table["class"], fontsize=7)
+        axis.invert_yaxis()
+        axis.set_title(f"{split} ({table.attrs.get('images', '?')} images)")
+        axis.set_xlabel("positive images")
+    axes[0, 0].legend(fontsize=7, frameon=False)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def cooccurrence_figure(labels: np.ndarray, class_names: Sequence[str], *, title: str = "Label co-occurrence"):
+    """Conditional co-occurrence P(column | row) of the labels, as an annotated heatmap."""
+    import seaborn as sns
+
+    positives = labels.T @ labels
+    conditional = positives / np.maximum(np.diag(positives)[:, None], 1)
+    figure, axis = plt.subplots(figsize=(7.5, 6.2))
+    sns.heatmap(conditional, ax=axis, cmap="mako_r", vmin=0, vmax=1, annot=True, fmt=".2f",
+                annot_kws={"fontsize": 5.5}, xticklabels=class_names, yticklabels=class_names,
+                cbar_kws={"label": "P(column | row)"})
+    axis.tick_params(labelsize=7)
+    axis.set_title(title)
+    return figure
+
+
+# ------------------------------------------------------------------------- training (notebook 02)
+
+def learning_curves_figure(history, *, title: str = "Learning curves"):
+    """Training/validation loss and validation mean AUROC per epoch; the selected epoch marked."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.3))
+    left.plot(history["epoch"], history["train_loss"], "o-", label="train")
+    left.plot(history["epoch"], history["valid_loss"], "o-", label="validation")
+    best = history.loc[history["valid_loss"].idxmin(), "epoch"]
+    for axis in (left, right):
+        axis.axvline(best, color="grey", linestyle=":", label="selected")
+        axis.set_xlabel("epoch")
+    left.set_ylabel("BCE loss")
+    left.legend(frameon=False)
+    right.plot(history["epoch"], history["valid_mean_auroc"], "o-", color="#55a868")
+    right.set_ylabel("validation mean AUROC")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def performance_figure(table, images: int, *, title: str = "Test performance per class (95 % bootstrap CI)"):
+    """Per-class AUROC and AUPRC with CIs, positives annotated (replaces the paper's sunburst, Fig. 3).
+
+    ``table`` is :func:`shamsul_utils.metrics.auroc_auprc`'s; ``images`` the number of test images.
+    """
+    table = table[table["class"] != "weighted average"].dropna(subset=["auroc"]).reset_index(drop=True)
+    figure, axes = plt.subplots(1, 2, figsize=(10, 0.33 * len(table) + 1.4), sharey=True)
+    positions = np.arange(len(table))
+    for axis, metric, colour in ((axes[0], "auroc", "#4c72b0"), (axes[1], "auprc", "#c44e52")):
+        estimate = table[metric].to_numpy()
+        errors = np.vstack([estimate - table[f"{metric}_low"].to_numpy(), table[f"{metric}_high"].to_numpy() - estimate])
+        axis.errorbar(estimate, positions, xerr=errors, fmt="o", color=colour, capsize=2)
+        axis.set_xlabel(metric.upper())
+        axis.set_xlim(0, 1.02)
+        axis.grid(axis="x", alpha=0.3)
+    axes[0].axvline(0.5, color="grey", linestyle=":")
+    axes[1].scatter(table["positives"] / images, positions, marker="|", color="grey", s=80,
+                    label="prevalence (chance AUPRC)")
+    axes[1].legend(fontsize=7, frameon=False, loc="lower left")
+    axes[0].set_yticks(positions, [f"{name} (n+={count})" for name, count in zip(table["class"], table["positives"],
+                                                                                strict=True)], fontsize=7)
+    axes[0].invert_yaxis()
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def roc_figure(labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str], *,
+               title: str = "ROC curves on the test split"):
+    """One ROC curve per class that has positives and negatives."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    figure, axis = plt.subplots(figsize=(5.2, 5))
+    colours = plt.get_cmap("tab20").colors
+    for index, name in enumerate(class_names):
+        column = labels[:, index]
+        if 0 < column.sum() < len(column):
+            false_positive, true_positive, _ = roc_curve(column, probabilities[:, index])
+            axis.plot(false_positive, true_positive, color=colours[index % 20], linewidth=1,
+                      label=f"{name} ({roc_auc_score(column, probabilities[:, index]):.2f})")
+    axis.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    axis.set_xlabel("false positive rate")
+    axis.set_ylabel("true positive rate")
+    axis.legend(fontsize=6, frameon=False, loc="lower right")
+    axis.set_title(title)
+    return figure
+
+
+def predictions_figure(images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray,
+                       class_names: Sequence[str], *, title: str = "Test images and predicted probabilities"):
+    """Each image beside a bar chart of its 14 probabilities; true labels in bold green."""
+    count = len(images)
+    figure, axes = plt.subplots(count, 2, figsize=(7.5, 2.4 * count), gridspec_kw={"width_ratios": [1, 1.6]},
+                                squeeze=False)
+    positions = np.arange(len(class_names))
+    for row in range(count):
+        axes[row, 0].imshow(images[row], cmap="gray")
+        axes[row, 0].axis("off")
+        colours = ["#2ca02c" if labels[row, index] else "#999999" for index in positions]
+        axes[row, 1].barh(positions, probabilities[row], color=colours)
+        axes[row, 1].set_xlim(0, 1)
+        axes[row, 1].set_yticks(positions, class_names, fontsize=6)
+        for tick, positive in zip(axes[row, 1].get_yticklabels(), labels[row], strict=True):
+            tick.set_fontweight("bold" if positive else "normal")
+        axes[row, 1].invert_yaxis()
+    axes[-1, 1].set_xlabel("predicted probability (green: labelled positive)")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure

@@ -99,7 +99,9 @@ def _signed_transform(maps: torch.Tensor, signed: str) -> torch.Tensor:
     return maps
 
 
-def _chunks(heatmaps: np.ndarray, output_size, signed: str) -> Iterator[tuple[slice, np.ndarray, np.ndarray, int]]:
+def _chunks(
+    heatmaps: np.ndarray, output_size, signed: str
+) -> Iterator[tuple[slice, np.ndarray, np.ndarray, int]]:
     """Yield (slice of maps, min-max normalised float32 maps [k, H, W], usable [k], non-finite count)."""
     count, height, width = heatmaps.shape
     out_h, out_w = output_size if output_size is not None else (height, width)
@@ -109,7 +111,9 @@ def _chunks(heatmaps: np.ndarray, output_size, signed: str) -> Iterator[tuple[sl
         finite = torch.isfinite(part).flatten(1).all(dim=1)
         part = torch.where(torch.isfinite(part), part, torch.zeros((), dtype=part.dtype))
         if (out_h, out_w) != (height, width):
-            part = F.interpolate(part[:, None], size=(out_h, out_w), mode="bilinear", align_corners=False)[:, 0]
+            part = F.interpolate(part[:, None], size=(out_h, out_w), mode="bilinear", align_corners=False)[
+                :, 0
+            ]
         part = _signed_transform(part, signed)
         shifted = part - part.flatten(1).amin(dim=1)[:, None, None]
         spread = shifted.flatten(1).amax(dim=1)
@@ -131,7 +135,9 @@ def _check_signed(signed: str) -> None:
         raise ValueError(f"signed must be one of {_SIGNED}, got {signed!r}")
 
 
-def normalise_heatmaps(heatmaps, *, output_size: tuple[int, int] | None = None, signed: str = "positive") -> np.ndarray:
+def normalise_heatmaps(
+    heatmaps, *, output_size: tuple[int, int] | None = None, signed: str = "positive"
+) -> np.ndarray:
     """Resize (bilinear), apply the sign convention and min-max normalise each map to [0, 1].
 
     Constant maps and maps with a non-finite value become all zeros. Returns float32
@@ -241,7 +247,8 @@ def heatmap_to_mask(
             scaled = (np.float32(255) * normalised[otsu]).astype(np.uint8)
             part[otsu] = scaled > otsu_thresholds(scaled)[:, None, None]
         if (~otsu).any():
-            part[~otsu] = normalised[~otsu] > thresholds[where][~otsu, None, None].astype(np.float32)
+            # float32 map against a float64 threshold, compared in float64 as in CheXlocalize
+            part[~otsu] = normalised[~otsu] > thresholds[where][~otsu, None, None]
         part[~usable] = False
         fill = otsu if fill_holes is None else np.full(otsu.shape, fill_holes)
         if fill.any():
@@ -253,7 +260,9 @@ def heatmap_to_mask(
             part[drop] = chosen & (neighbours > 1)
         masks[where] = part
     if non_finite:
-        warnings.warn(f"{non_finite} heatmap(s) contain NaN or inf; their masks are empty", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"{non_finite} heatmap(s) contain NaN or inf; their masks are empty", RuntimeWarning, stacklevel=2
+        )
 
     if probability is not None:
         cutoff = 0.0 if probability_cutoff is None else probability_cutoff
@@ -278,7 +287,9 @@ def tune_thresholds(
     gt_masks : array-like of bool, shape (N, C, H, W)
         Ground truth; heatmaps are resized to (H, W).
     thresholds : sequence of float, optional
-        Candidates; default CheXlocalize's ``np.arange(0.2, .8, .1)``, i.e. 0.2, ..., 0.7.
+        Candidates; default CheXlocalize's ``np.arange(0.2, .8, .1)``, which by floating-point
+        rounding has 7 values, 0.2, 0.3, ..., 0.7 and 0.8000000000000003 (CheXlocalize writes the
+        winner rounded to one decimal).
     signed : see :func:`heatmap_to_mask`
     variant : {"true_positive", "all", "union"}
         Which images enter the mean IoU (see :func:`shamsul_utils.metrics.select_iou`);
@@ -298,7 +309,7 @@ def tune_thresholds(
     """
     from .metrics import iou, select_iou  # local import: metrics imports this module
 
-    thresholds = np.round(np.arange(0.2, 0.8, 0.1), 1) if thresholds is None else np.asarray(thresholds, float)
+    thresholds = np.arange(0.2, 0.8, 0.1) if thresholds is None else np.asarray(thresholds, dtype=float)
     gt = np.asarray(gt_masks, dtype=bool)
     maps, leading = _as_maps(heatmaps)
     if len(leading) != 2 or gt.shape[:2] != leading:
@@ -308,7 +319,7 @@ def tune_thresholds(
     for where, normalised, usable, _ in _chunks(maps, gt.shape[-2:], signed):
         truth = gt_flat[where]
         for index, value in enumerate(thresholds):
-            predicted = (normalised > np.float32(value)) & usable[:, None, None]
+            predicted = (normalised > value) & usable[:, None, None]
             scores[index, where] = select_iou(
                 iou(predicted, truth), truth.any(axis=(-2, -1)), predicted.any(axis=(-2, -1)), variant=variant
             )

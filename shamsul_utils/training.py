@@ -25,14 +25,15 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .config import Profile
 from .datasets import ImageDataset, read_split
 from .labels import CLASSES
 from .models import load_checkpoint, load_pretrained, model_from_profile, resolve_device, save_checkpoint
 
-__all__ = ["TrainingResult", "training_fingerprint", "train", "predict", "mean_auroc"]
+__all__ = ["TrainingResult", "training_fingerprint", "train", "predict", "mean_auroc", "predict_split",
+           "load_predictions"]
 
 
 @dataclass
@@ -220,3 +221,34 @@ def _rss_gb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def predict_split(profile: Profile, model: nn.Module, split, *, batch_size: int = 64) -> pd.DataFrame:
+    """Probabilities for every image of a split, saved to ``runs/<profile>/predictions/<split>.csv``.
+
+    Returns a table with ``cxr_id``, the 14 labels (``label: <class>``) and the 14 probabilities
+    (``<class>``), the format later notebooks read with :func:`load_predictions`.
+    """
+    from .files import atomic_write_text
+
+    device = next(model.parameters()).device
+    loader = _loader(ImageDataset(split.table, profile.model.input_size), batch_size, shuffle_seed=None,
+                     num_workers=profile.training.num_workers)
+    probabilities = predict(model, loader, device)
+    table = pd.DataFrame({"cxr_id": split.table["cxr_id"]})
+    for index, name in enumerate(CLASSES):
+        table[f"label: {name}"] = split.labels[:, index]
+    for index, name in enumerate(CLASSES):
+        table[name] = probabilities[:, index]
+    atomic_write_text(profile.paths.predictions / f"{split.name}.csv", table.to_csv(index=False))
+    return table
+
+
+def load_predictions(profile: Profile, split: str) -> pd.DataFrame:
+    """The table :func:`predict_split` wrote (one-line error when notebook 02 has not run)."""
+    from .errors import DataError
+
+    path = profile.paths.predictions / f"{split}.csv"
+    if not path.is_file():
+        raise DataError(f"{path}: no predictions; run notebook 02_training first")
+    return pd.read_csv(path)

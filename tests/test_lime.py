@@ -69,13 +69,21 @@ def test_equals_lime_local_exp(model, images, seed, hide_color):
     segments, expected = _lime_reference(model, image, seed, hide_color)
     with evaluation_mode(model):
         result = lime_explainer.explain_segments(
-            model, image, list(range(14)), seed=seed, num_samples=NUM_SAMPLES, hide_color=hide_color, batch_size=16
+            model,
+            image,
+            list(range(14)),
+            seed=seed,
+            num_samples=NUM_SAMPLES,
+            hide_color=hide_color,
+            batch_size=16,
         )
     assert expected.shape[1] >= 3
     np.testing.assert_array_equal(result.segments, segments)
     np.testing.assert_allclose(result.weights, expected, rtol=0, atol=1e-6)
 
-    maps = lime_explainer.explain(model, image[None], seed=seed, num_samples=NUM_SAMPLES, hide_color=hide_color)
+    maps = lime_explainer.explain(
+        model, image[None], seed=seed, num_samples=NUM_SAMPLES, hide_color=hide_color
+    )
     assert maps.shape == (1, 14, 64, 64) and maps.dtype == np.float32
     np.testing.assert_allclose(maps[0], expected[:, segments], rtol=0, atol=1e-6)
 
@@ -95,7 +103,11 @@ def test_deterministic_batched_and_class_subset(model, images):
     other = lime_explainer.explain(model, images[:1], [2], seed=6, num_samples=NUM_SAMPLES)
     assert not np.allclose(other, first[:1, [2]])
     # every image uses the same seed: its map does not depend on the batch it came in
-    np.testing.assert_allclose(lime_explainer.explain(model, images[1:], [2], seed=5, num_samples=NUM_SAMPLES), first[1:, [2]], atol=1e-6)
+    np.testing.assert_allclose(
+        lime_explainer.explain(model, images[1:], [2], seed=5, num_samples=NUM_SAMPLES),
+        first[1:, [2]],
+        atol=1e-6,
+    )
 
 
 def test_restores_training_flag(model, images):

@@ -58,11 +58,20 @@ def test_equals_plain_kernel_explainer_and_is_efficient(model, images, fill, l1_
     image = images[0]
     with evaluation_mode(model):
         result = shap_explainer.explain_segments(
-            model, image, list(range(14)), seed=seed, nsamples=NSAMPLES, fill=fill, l1_reg=l1_reg, batch_size=16
+            model,
+            image,
+            list(range(14)),
+            seed=seed,
+            nsamples=NSAMPLES,
+            fill=fill,
+            l1_reg=l1_reg,
+            batch_size=16,
         )
     segments = result.segments
     assert segments.min() == 0 and segments.max() >= 20
-    np.testing.assert_array_equal(segments, shap_explainer.slic_segments(np.clip(unnormalise(image[None])[0], 0, 1)))
+    np.testing.assert_array_equal(
+        segments, shap_explainer.slic_segments(np.clip(unnormalise(image[None])[0], 0, 1))
+    )
     unit = unnormalise(image[None])[0]
     fill_value = unit.mean(axis=(0, 1)) if fill == "mean" else 1.0
     expected, difference = _plain_shap(model, image, segments, fill_value, seed, l1_reg)
@@ -72,7 +81,9 @@ def test_equals_plain_kernel_explainer_and_is_efficient(model, images, fill, l1_
     assert maps.shape == (1, 14, 64, 64) and maps.dtype == np.float32
     np.testing.assert_allclose(maps[0], expected[:, segments], rtol=0, atol=1e-5)
     # efficiency: the segments' values add up to f(image) - f(all hidden), per class
-    per_segment_sums = np.stack([maps[0][:, segments == j][:, 0] for j in range(segments.max() + 1)], axis=1).sum(1)
+    per_segment_sums = np.stack(
+        [maps[0][:, segments == j][:, 0] for j in range(segments.max() + 1)], axis=1
+    ).sum(1)
     np.testing.assert_allclose(per_segment_sums, difference, rtol=0, atol=1e-4)
 
 

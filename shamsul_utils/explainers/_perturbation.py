@@ -107,7 +107,9 @@ def check_inputs(
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images must have shape [N, 3, H, W], got {list(images.shape)}")
     if images.shape[0] == 0 or images.shape[2] < 2 or images.shape[3] < 2:
-        raise ValueError(f"images must hold at least one image of at least 2 x 2 pixels, got {list(images.shape)}")
+        raise ValueError(
+            f"images must hold at least one image of at least 2 x 2 pixels, got {list(images.shape)}"
+        )
     if not images.is_floating_point():
         raise ValueError(f"images must be a floating-point tensor, got {images.dtype}")
     if not bool(torch.isfinite(images).all()):
@@ -138,7 +140,9 @@ def check_inputs(
     return [int(c) for c in classes]
 
 
-def unnormalise(images: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
+def unnormalise(
+    images: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> np.ndarray:
     """The RGB images ``images * std + mean`` as float64 numpy ``[N, H, W, 3]`` (not clipped)."""
     array = images.detach().to("cpu", torch.float64).numpy().transpose(0, 2, 3, 1)
     return array * np.asarray(std, dtype=np.float64) + np.asarray(mean, dtype=np.float64)
@@ -180,7 +184,11 @@ def fill_image(fill: str | float, unit_image: np.ndarray, segments: np.ndarray |
                 out[where] = unit_image[where].mean(axis=0)
             return out
         raise ValueError(f"fill must be 'mean', 'black', 'paper' or a number, got {fill!r}")
-    if isinstance(fill, bool) or not isinstance(fill, (int, float, np.integer, np.floating)) or not np.isfinite(fill):
+    if (
+        isinstance(fill, bool)
+        or not isinstance(fill, (int, float, np.integer, np.floating))
+        or not np.isfinite(fill)
+    ):
         raise ValueError(f"fill must be 'mean', 'black', 'paper' or a finite number, got {fill!r}")
     return np.full_like(unit_image, float(fill))
 
@@ -214,7 +222,9 @@ def predict_coalitions(
     out = np.empty((coalitions.shape[0], len(classes)), dtype=np.float64)
     index = torch.as_tensor(list(classes), device=image.device)
     for start in range(0, coalitions.shape[0], batch_size):
-        rows = torch.from_numpy(np.ascontiguousarray(coalitions[start : start + batch_size]) != 0).to(image.device)
+        rows = torch.from_numpy(np.ascontiguousarray(coalitions[start : start + batch_size]) != 0).to(
+            image.device
+        )
         keep = rows[:, segments].unsqueeze(1)  # [B, 1, H, W]
         batch = torch.where(keep, image, fill)
         probabilities = torch.sigmoid(model(batch)).index_select(1, index)

@@ -90,7 +90,9 @@ def explain_segments(
     else:
         segments = np.asarray(segmentation_fn(unit_clipped))
         if segments.shape != unit.shape[:2]:
-            raise ValueError(f"segmentation_fn must return labels of shape {unit.shape[:2]}, got {segments.shape}")
+            raise ValueError(
+                f"segmentation_fn must return labels of shape {unit.shape[:2]}, got {segments.shape}"
+            )
         segments = relabel_segments(segments)
     num_segments = int(segments.max()) + 1
 

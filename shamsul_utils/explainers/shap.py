@@ -38,7 +38,9 @@ __all__ = ["explain", "explain_segments", "slic_segments"]
 _FILLS = ("mean", "black", "paper")
 
 
-def slic_segments(unit_image: np.ndarray, *, n_segments: int = 50, compactness: float = 30.0, sigma: float = 3.0) -> np.ndarray:
+def slic_segments(
+    unit_image: np.ndarray, *, n_segments: int = 50, compactness: float = 30.0, sigma: float = 3.0
+) -> np.ndarray:
     """SHAMSUL's superpixels: ``skimage.segmentation.slic(image, n_segments=50, compactness=30,
     sigma=3, start_label=0)`` on the [0, 1] RGB image (Achanta et al. 2012).
 
@@ -96,7 +98,9 @@ def explain_segments(
     else:
         segments = np.asarray(segmentation_fn(unit_clipped))
         if segments.shape != unit.shape[:2]:
-            raise ValueError(f"segmentation_fn must return labels of shape {unit.shape[:2]}, got {segments.shape}")
+            raise ValueError(
+                f"segmentation_fn must return labels of shape {unit.shape[:2]}, got {segments.shape}"
+            )
         segments = relabel_segments(segments)
     num_segments = int(segments.max()) + 1
 
@@ -106,7 +110,9 @@ def explain_segments(
     segments_t = torch.from_numpy(segments).to(device)
 
     def predict(coalitions: np.ndarray) -> np.ndarray:
-        return predict_coalitions(model, image_t, fill_t, segments_t, coalitions, classes, batch_size=batch_size)
+        return predict_coalitions(
+            model, image_t, fill_t, segments_t, coalitions, classes, batch_size=batch_size
+        )
 
     # f(all hidden) and f(image) in one call; shap asks for them separately (background at
     # construction, the instance in explain), so serve those two rows from this cache.
