@@ -173,7 +173,8 @@ class Profile:
 
     @property
     def paths(self) -> RunPaths:
-        return RunPaths(REPOSITORY_ROOT / "runs" / self.name)
+        """Artefact folders under ``runs/<profile>/`` (``$SHAMSUL_RUNS/<profile>/`` when that is set)."""
+        return RunPaths(Path(os.environ.get("SHAMSUL_RUNS") or REPOSITORY_ROOT / "runs") / self.name)
 
     @property
     def data_root(self) -> Path:

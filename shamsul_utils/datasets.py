@@ -206,7 +206,10 @@ def load_images(paths: Sequence[str | Path], size: int) -> np.ndarray:
 
 def normalize(gray: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 ``[..., H, W]`` grayscale to float ``[..., 3, H, W]``, ImageNet-normalised."""
-    tensor = torch.as_tensor(gray, dtype=torch.float32) / 255.0
+    if isinstance(gray, torch.Tensor):
+        tensor = gray.to(torch.float32) / 255.0
+    else:
+        tensor = torch.from_numpy(np.asarray(gray, dtype=np.float32) / np.float32(255.0))
     tensor = tensor.unsqueeze(-3).expand(*tensor.shape[:-2], 3, *tensor.shape[-2:])
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)

@@ -155,7 +155,12 @@ def pointing_game(heatmaps, gt_masks, *, ties: str = "first") -> np.ndarray:
 
     Notes
     -----
-    Pointing game of Zhang et al. (2018); CheXlocalize calls its mean the hit rate.
+    Pointing game of Zhang et al. (2018); CheXlocalize calls its mean the hit rate. Its
+    ``eval.py`` (``get_hit_rates`` with ``create_map``) takes ``np.argmax`` of the resized map and
+    scores 1 if ``gt_mask[x][y] == 1``, NaN if the mask is empty, else 0, as here. A later
+    ``eval.py`` (commit a9619f8, ``get_hitrates``) takes the argmax of ``pkl_to_mask(...)``, which
+    by then returns the binary Otsu segmentation, i.e. its first foreground pixel in raster
+    order; we keep the map's maximum, the paper's "most representative point".
     """
     gt = np.asarray(gt_masks, dtype=bool)
     array = heatmaps.detach().cpu().numpy() if isinstance(heatmaps, torch.Tensor) else np.asarray(heatmaps)
@@ -177,7 +182,7 @@ def pointing_game(heatmaps, gt_masks, *, ties: str = "first") -> np.ndarray:
             hits = np.take_along_axis(truth, np.argmax(flat, axis=1)[:, None], axis=1)[:, 0]
         else:
             hits = ((flat == flat.max(axis=1, keepdims=True)) & truth).any(axis=1)
-        hits &= np.isfinite(flat).any(axis=1) | (flat == np.inf).any(axis=1)
+        hits &= (flat > -np.inf).any(axis=1)  # an all-NaN map points nowhere
         result[start : start + step] = hits
     result[~masks.any(axis=(-2, -1))] = np.nan
     return result.reshape(gt.shape[:-2])
@@ -468,8 +473,8 @@ def deletion_insertion_auc(
     images : Tensor or array, shape (N, 3, H, W)
         The model inputs (already normalised).
     heatmaps : array-like, shape (N, K, h, w)
-        Resized bilinearly to (H, W); pixels are ranked by value, highest first, ties in raster
-        order, NaN last.
+        Resized bilinearly to (H, W); pixels are ranked by value, highest first (so negative
+        relevance is changed last), ties in raster order, non-finite values last.
     classes : sequence of int, length K
         Output index of each heatmap channel.
     steps : int
@@ -498,7 +503,9 @@ def deletion_insertion_auc(
     delete_to = _baseline(deletion_baseline, batch, blur_sigma)
     insert_from = _baseline(insertion_baseline, batch, blur_sigma)
     for n in range(count):
-        ranked = _resize(torch.from_numpy(np.nan_to_num(maps[n], nan=-np.inf)), (height, width)).flatten(1)
+        finite = np.isfinite(maps[n])
+        floor = maps[n][finite].min() - 1.0 if finite.any() else 0.0
+        ranked = _resize(torch.from_numpy(np.where(finite, maps[n], floor)), (height, width)).flatten(1)
         for k, output in enumerate(classes):
             order = torch.argsort(-ranked[k], stable=True).to(batch.device)
             rank = torch.empty(pixels, dtype=torch.long, device=batch.device)
@@ -525,7 +532,8 @@ def parameter_randomisation_similarity(
     maps_trained, maps_random : array-like, shape (N, C, h, w)
     measure : {"spearman", "ssim"}
         Spearman rank correlation of the pixels (mid-ranks, as ``scipy.stats.spearmanr``), or
-        SSIM (``skimage.metrics.structural_similarity``) of the min-max normalised maps.
+        SSIM (``skimage.metrics.structural_similarity``, 7 x 7 window or the largest odd window
+        that fits) of the min-max normalised maps.
     absolute : bool
         Compare ``|map|`` (Adebayo et al. report both).
 
@@ -557,11 +565,14 @@ def parameter_randomisation_similarity(
         from skimage.metrics import structural_similarity
 
         shape = np.asarray(maps_trained).shape[-2:]
+        window = min(7, min(shape) - (1 - min(shape) % 2))  # skimage's 7, or the largest odd side
         result = np.full(first.shape[0], np.nan)
         for i, (x, y) in enumerate(zip(first, second, strict=True)):
             if np.ptp(x) > 0 and np.ptp(y) > 0:
                 x, y = (x - x.min()) / np.ptp(x), (y - y.min()) / np.ptp(y)
-                result[i] = structural_similarity(x.reshape(shape), y.reshape(shape), data_range=1.0)
+                result[i] = structural_similarity(
+                    x.reshape(shape), y.reshape(shape), data_range=1.0, win_size=window
+                )
     else:
         raise ValueError(f"measure must be 'spearman' or 'ssim', got {measure!r}")
     return result.reshape(leading)

@@ -506,26 +506,31 @@ def _draw_breasts(scene: _Scene) -> None:
 
 
 def _vessel_field(scene: _Scene, rng: np.random.Generator) -> np.ndarray:
-    """Tapering branching streaks radiating from both hila (not yet masked to the lungs)."""
-    anatomy = scene.anatomy
-    size = scene.size
-    total = np.zeros((size, size), dtype=np.float32)
+    """Tapering branching streaks radiating from both hila, computed over each lung's bounding box."""
+    total = np.zeros((scene.size, scene.size), dtype=np.float32)
     for side in (-1.0, 1.0):
-        hilum_u = anatomy.midline + side * (anatomy.mediastinum_width + 0.03)
-        du = (scene.u - _F(hilum_u)) * _F(side)
-        dv = scene.v - _F(anatomy.hilum_v)
-        radius = np.sqrt(du * du + dv * dv) + _F(1e-3)
-        angle = np.arctan2(dv, du)
-        for count, width, fade, start, warp_scale in ((7, 0.009, 0.14, 0.0, 0.3), (17, 0.005, 0.18, 0.06, 0.18)):
-            warp = _F(warp_scale) * smooth_noise(rng, size, 9)
-            presence = np.clip(_F(0.6) + _F(0.6) * smooth_noise(rng, size, 7), 0.0, 1.0)
-            half_angle = np.clip(_F(count * width) / radius, 0.0, np.pi)
-            threshold = np.cos(half_angle)
-            wave = np.cos(_F(count) * (angle + warp))
-            streak = np.clip((wave - threshold) / (_F(1.0) - threshold + _F(1e-3)), 0.0, 1.0)
-            weight = np.exp(-radius / _F(fade)) * smoothstep(start, start + 0.04, radius) * presence
-            total += streak * weight
-        total += _F(0.7) * np.exp(-((radius / _F(0.04)) ** 2))
+        rows, columns = np.nonzero((scene.lung_margin > 0) & (scene.side == _F(side)))
+        if rows.size == 0:
+            continue
+        box = (slice(rows.min(), rows.max() + 1), slice(columns.min(), columns.max() + 1))
+        total[box] += _hilum_streaks(scene.u[box], scene.v[box], scene.anatomy, side, rng)
+    return total
+
+
+def _hilum_streaks(u: np.ndarray, v: np.ndarray, anatomy: _Anatomy, side: float, rng: np.random.Generator) -> np.ndarray:
+    hilum_u = anatomy.midline + side * (anatomy.mediastinum_width + 0.03)
+    du = (u - _F(hilum_u)) * _F(side)
+    dv = v - _F(anatomy.hilum_v)
+    radius = np.sqrt(du * du + dv * dv) + _F(1e-3)
+    angle = np.arctan2(dv, du)
+    total = _F(0.7) * np.exp(-((radius / _F(0.04)) ** 2))
+    for count, width, fade, start, warp_scale in ((7, 0.009, 0.14, 0.0, 0.3), (17, 0.005, 0.18, 0.06, 0.18)):
+        warp = _F(warp_scale) * smooth_noise(rng, u.shape, 9)
+        presence = np.clip(_F(0.6) + _F(0.6) * smooth_noise(rng, u.shape, 7), 0.0, 1.0)
+        threshold = np.cos(np.clip(_F(count * width) / radius, 0.0, np.pi))
+        wave = np.cos(_F(count) * (angle + warp))
+        streak = np.clip((wave - threshold) / (_F(1.0) - threshold + _F(1e-3)), 0.0, 1.0)
+        total += streak * np.exp(-radius / _F(fade)) * smoothstep(start, start + 0.04, radius) * presence
     return total
 
 
@@ -574,7 +579,7 @@ def _draw_lung_lesion(scene: _Scene, severity: float, settings: PhantomSettings,
 
 def _draw_edema(scene: _Scene, severity: float, settings: PhantomSettings, rng) -> np.ndarray:
     anatomy = scene.anatomy
-    spread = settings.lesion_scale * (0.1 + 0.06 * severity)
+    spread = settings.lesion_scale * (0.085 + 0.05 * severity)
     haze = np.zeros_like(scene.density)
     for side in (-1.0, 1.0):
         hilum_u = anatomy.midline + side * (anatomy.mediastinum_width + 0.04)

@@ -85,32 +85,41 @@ class BodyFrame:
         return self.size * self.scale
 
 
-def smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+def smooth_noise(rng: np.random.Generator, size: int | tuple[int, int], cells: int) -> np.ndarray:
     """A smooth random field: white noise on a ``cells`` x ``cells`` lattice, upsampled bicubically.
 
     Parameters
     ----------
     rng : numpy.random.Generator
         Source of randomness (one draw of ``cells**2`` normals).
-    size : int
-        Output side length in pixels.
+    size : int or (int, int)
+        Output side length in pixels, or ``(height, width)``.
     cells : int
         Lattice size; the field varies on a scale of about ``size / cells`` pixels.
 
     Returns
     -------
     numpy.ndarray
-        float32 ``(size, size)``, roughly zero mean and unit standard deviation.
+        float32 ``(height, width)``, roughly zero mean and unit standard deviation.
     """
+    height, width = (size, size) if np.isscalar(size) else size
     lattice = rng.standard_normal((cells, cells)).astype(np.float32)
-    field = np.asarray(Image.fromarray(lattice, mode="F").resize((size, size), Image.Resampling.BICUBIC))
+    field = np.asarray(Image.fromarray(lattice, mode="F").resize((int(width), int(height)), Image.Resampling.BICUBIC))
     return field * np.float32(1.3)
 
 
 def smoothstep(edge0: float, edge1: float, value: np.ndarray) -> np.ndarray:
     """Hermite step from 0 (``value <= edge0``) to 1 (``value >= edge1``), float32."""
-    t = np.clip((value - np.float32(edge0)) / np.float32(edge1 - edge0), 0.0, 1.0)
-    return t * t * (np.float32(3.0) - np.float32(2.0) * t)
+    t = np.array(value, dtype=np.float32)
+    t -= np.float32(edge0)
+    t *= np.float32(1.0 / (edge1 - edge0))
+    np.maximum(t, np.float32(0.0), out=t)
+    np.minimum(t, np.float32(1.0), out=t)
+    result = t * t
+    t *= np.float32(-2.0)
+    t += np.float32(3.0)
+    result *= t
+    return result
 
 
 def bezier_curve(control_points: np.ndarray, count: int = 24) -> np.ndarray:
@@ -142,18 +151,28 @@ def draw_polylines(size: int, polylines: list[tuple[np.ndarray, float]], *, supe
     numpy.ndarray
         float32 ``(size, size)`` coverage in [0, 1].
     """
-    canvas = Image.new("L", (size * supersample, size * supersample), 0)
+    coverage = np.zeros((size, size), dtype=np.float32)
+    if not polylines:
+        return coverage
+    corners = np.concatenate([np.asarray(points, dtype=float) for points, _ in polylines])
+    reach = max(width for _, width in polylines) / 2.0 + 2.0
+    left, top = (np.floor(corners.min(axis=0) - reach).astype(int)).clip(0, size)
+    right, bottom = (np.ceil(corners.max(axis=0) + reach).astype(int)).clip(0, size)
+    if right <= left or bottom <= top:
+        return coverage
+    canvas = Image.new("L", ((right - left) * supersample, (bottom - top) * supersample), 0)
     draw = ImageDraw.Draw(canvas)
     for points, width in polylines:
-        scaled = [(float(px) * supersample, float(py) * supersample) for px, py in points]
+        scaled = [((float(px) - left) * supersample, (float(py) - top) * supersample) for px, py in points]
         line_width = max(1, int(round(width * supersample)))
         draw.line(scaled, fill=255, width=line_width, joint="curve")
         radius = line_width / 2.0
         for px, py in (scaled[0], scaled[-1]):
             draw.ellipse((px - radius, py - radius, px + radius, py + radius), fill=255)
     if supersample > 1:
-        canvas = canvas.resize((size, size), Image.Resampling.BOX)
-    return np.asarray(canvas, dtype=np.float32) / np.float32(255.0)
+        canvas = canvas.resize((right - left, bottom - top), Image.Resampling.BOX)
+    coverage[top:bottom, left:right] = np.asarray(canvas, dtype=np.float32) / np.float32(255.0)
+    return coverage
 
 
 @functools.lru_cache(maxsize=8)

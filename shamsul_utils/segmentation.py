@@ -13,6 +13,16 @@ The pipeline of CheXlocalize's ``heatmap_to_segmentation.py`` (functions ``pkl_t
 5. an empty mask where the predicted probability is below a cutoff
    (``heatmap_to_segmentation_probability_threshold.py``: ``if prob < prob_cutoff``).
 
+Versions of CheXlocalize's code checked: ``heatmap_to_segmentation.py`` (commit 150d723) stops
+after ``cv2.threshold(mask, 0, maxval=mask.max(), cv2.THRESH_OTSU)`` (``THRESH_OTSU`` alone
+means ``THRESH_BINARY``: ``maxval`` where ``value > threshold``, else 0); the later
+``heatmap_to_segmentation_probability_threshold.py`` (commit 2bc27cb) then traces
+``cv2.findContours(thresh, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)``, drops one-point contours
+and fills each polygon with PIL. Filling every contour (outer ones and holes), like filling only
+the external ones (``RETR_EXTERNAL`` + ``drawContours(..., -1, 255, -1)``), fills the holes, so we
+follow the later version: hole filling plus removal of isolated pixels (``fill_holes`` and
+``drop_isolated_pixels`` switch them off).
+
 References
 ----------
 Saporta, A. et al. (2022). Benchmarking saliency methods for chest X-ray interpretation.
@@ -35,7 +45,6 @@ __all__ = ["heatmap_to_mask", "normalise_heatmaps", "otsu_thresholds", "tune_thr
 _SIGNED = ("positive", "absolute", "raw")
 _CHUNK_PIXELS = 1 << 24  # float32 pixels processed at once (64 MiB)
 _FILL_STRUCTURE = ndimage.generate_binary_structure(2, 1)[None]  # 4-connected background, per map
-_NEIGHBOURS = np.ones((1, 3, 3), dtype=np.uint8)
 
 
 def otsu_thresholds(maps: np.ndarray) -> np.ndarray:
@@ -91,6 +100,23 @@ def otsu_thresholds(maps: np.ndarray) -> np.ndarray:
     return thresholds[0] if single else thresholds
 
 
+def _select(flags: np.ndarray):
+    """Index for the flagged maps: a slice (a view, no copy) when all are flagged."""
+    return slice(None) if flags.all() else flags
+
+
+def _drop_isolated(masks: np.ndarray) -> np.ndarray:
+    """Remove foreground pixels without any 8-neighbour (stack of 2-D masks)."""
+    height, width = masks.shape[-2:]
+    padded = np.pad(masks, ((0, 0), (1, 1), (1, 1)))
+    neighbour = np.zeros_like(masks)
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            if (dy, dx) != (1, 1):
+                neighbour |= padded[:, dy : dy + height, dx : dx + width]
+    return masks & neighbour
+
+
 def _signed_transform(maps: torch.Tensor, signed: str) -> torch.Tensor:
     if signed == "positive":
         return maps.clamp(min=0)
@@ -109,7 +135,8 @@ def _chunks(
     for start in range(0, count, step):
         part = torch.from_numpy(np.ascontiguousarray(heatmaps[start : start + step], dtype=np.float32))
         finite = torch.isfinite(part).flatten(1).all(dim=1)
-        part = torch.where(torch.isfinite(part), part, torch.zeros((), dtype=part.dtype))
+        if not finite.all():
+            part = torch.where(torch.isfinite(part), part, torch.zeros((), dtype=part.dtype))
         if (out_h, out_w) != (height, width):
             part = F.interpolate(part[:, None], size=(out_h, out_w), mode="bilinear", align_corners=False)[
                 :, 0
@@ -118,8 +145,9 @@ def _chunks(
         shifted = part - part.flatten(1).amin(dim=1)[:, None, None]
         spread = shifted.flatten(1).amax(dim=1)
         usable = finite & (spread > 0)
-        normalised = shifted / torch.where(usable, spread, torch.ones_like(spread))[:, None, None]
-        normalised[~usable] = 0.0
+        normalised = shifted.div_(torch.where(usable, spread, torch.ones_like(spread))[:, None, None])
+        if not usable.all():
+            normalised[~usable] = 0.0
         yield slice(start, start + part.shape[0]), normalised.numpy(), usable.numpy(), int((~finite).sum())
 
 
@@ -242,23 +270,21 @@ def heatmap_to_mask(
     for where, normalised, usable, bad in _chunks(maps, output_size, signed):
         non_finite += bad
         otsu = use_otsu[where]
-        part = np.empty(normalised.shape, dtype=bool)
+        part = masks[where]  # a view: filled in place
         if otsu.any():
-            scaled = (np.float32(255) * normalised[otsu]).astype(np.uint8)
-            part[otsu] = scaled > otsu_thresholds(scaled)[:, None, None]
-        if (~otsu).any():
+            chosen = _select(otsu)
+            scaled = (np.float32(255) * normalised[chosen]).astype(np.uint8)
+            part[chosen] = scaled > otsu_thresholds(scaled)[:, None, None]
+        if not otsu.all():
             # float32 map against a float64 threshold, compared in float64 as in CheXlocalize
             part[~otsu] = normalised[~otsu] > thresholds[where][~otsu, None, None]
         part[~usable] = False
         fill = otsu if fill_holes is None else np.full(otsu.shape, fill_holes)
         if fill.any():
-            part[fill] = ndimage.binary_fill_holes(part[fill], structure=_FILL_STRUCTURE)
+            part[_select(fill)] = ndimage.binary_fill_holes(part[_select(fill)], structure=_FILL_STRUCTURE)
         drop = fill if drop_isolated_pixels is None else np.full(otsu.shape, drop_isolated_pixels)
         if drop.any():
-            chosen = part[drop]
-            neighbours = ndimage.correlate(chosen.astype(np.uint8), _NEIGHBOURS, mode="constant")
-            part[drop] = chosen & (neighbours > 1)
-        masks[where] = part
+            part[_select(drop)] = _drop_isolated(part[_select(drop)])
     if non_finite:
         warnings.warn(
             f"{non_finite} heatmap(s) contain NaN or inf; their masks are empty", RuntimeWarning, stacklevel=2

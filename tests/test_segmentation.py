@@ -38,7 +38,10 @@ def test_otsu_equals_skimage_on_uint8_maps():
 def _reference_mask(heatmap: np.ndarray, size) -> np.ndarray:
     """CheXlocalize step by step (torch resize and normalisation, skimage Otsu, scipy filling)."""
     resized = F.interpolate(
-        torch.tensor(heatmap, dtype=torch.float32)[None, None], size=size, mode="bilinear", align_corners=False
+        torch.tensor(heatmap, dtype=torch.float32)[None, None],
+        size=size,
+        mode="bilinear",
+        align_corners=False,
     )[0, 0]
     shifted = resized - resized.min()
     scaled = np.uint8((255 * shifted.div(shifted.max())).numpy())  # CheXlocalize: np.uint8(255 * mask)

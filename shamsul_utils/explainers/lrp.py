@@ -1,0 +1,662 @@
+"""Layer-wise Relevance Propagation (LRP) heatmaps with zennit, all classes in one pass.
+
+LRP (Bach et al. 2015) starts from the explained logit ``R = f_c(x)`` and redistributes it
+layer by layer to the input pixels. The SHAMSUL paper shows four rules; here each is a zennit
+composite that applies the rule to every convolution and to the classifier:
+
+=============== ============================================ ===================================
+``rule``        zennit rule on Conv2d / Linear                first layer (default)
+=============== ============================================ ===================================
+"z"             ``Epsilon(epsilon=stabilizer)`` = LRP-0       same rule
+"epsilon"       ``Epsilon(epsilon=1.0)``                      same rule
+"alpha2beta1"   ``AlphaBeta(alpha=2, beta=1)``                same rule
+"deep_taylor"   ``ZPlus()`` (the z+ rule)                     ``ZBox`` (z^B, pixel bounds)
+=============== ============================================ ===================================
+
+Pooling layers get zennit's ``Norm`` rule (sum pooling as LRP-0), max pooling passes relevance
+to the maximum (its gradient), activations pass relevance through (``Pass``).
+
+**DenseNet canonization** (:class:`DenseNetCanonizer`, after Pahde et al. 2023). DenseNet's
+BatchNorms sit *before* their convolution (``BN -> ReLU -> conv``, and BN acts on the
+concatenation of many earlier outputs), so they cannot be merged into a preceding layer.
+LRP rules do not know what to do with a BN, and passing relevance through it unchanged
+ignores its scale and shift. The canonizer rewrites the network into an equivalent one made of
+convolutions/linear layers (with biases), ReLU-like elementwise functions, concatenations and
+poolings only:
+
+* ``conv -> BN`` (stem ``conv0 -> norm0``, dense layer ``conv1 -> norm2``): BN is merged into
+  the convolution before it (``W' = s W``, ``b' = s b + t``, with ``s = gamma / sqrt(var + eps)``,
+  ``t = beta - mean * s``); the module keeps only its ReLU.
+* ``BN -> ReLU -> conv`` (dense layer ``norm1 -> conv1``, transition ``norm -> conv``, and
+  ``norm5 -> ReLU -> average pool -> classifier``): ``ReLU(s x + t) = s T(x) + t`` with the
+  *thresholded ReLU* ``T(x) = x`` where ``s x + t > 0`` and ``T(x) = -t / s`` elsewhere, so BN's
+  affine map moves behind the ReLU and merges into the following 1 x 1 convolution or (through
+  the linear average pool) into the classifier: ``W' = W s``, ``b' = b + W t``. ``T`` is a
+  :class:`ThresholdReLU` (a ``torch.nn.ReLU`` subclass) and gets the activation rule
+  (``Pass``), as in Pahde et al.'s ``ThreshReLUMergeBatchNorm``.
+
+The canonized network computes the same logits (to float rounding); the canonizer is undone
+when the explanation returns. Relevance is conserved through every concatenation (a split of
+the tensor), every re-used feature map (relevance from all consumers adds up) and every
+``T`` (passed through); a layer's **bias absorbs** its share ``b_j / z_j R_j``, and ``epsilon``
+absorbs more by design. Hence, for the ``z`` rule, the input relevance sums to the logit
+exactly only when the biases are zero (a freshly initialised DenseNet, whose BNs are
+identities) or when ``ignore_bias=True`` (biases left out of the rule's denominators, zennit's
+``zero_params=["bias"]``); both are tested. ``z+`` and the ``z^B`` first layer conserve
+under the same condition; ``alpha2beta1`` does not in general (a neuron without negative
+inputs passes ``alpha R = 2 R``).
+
+**All classes at once.** A zennit composite hooks every layer and computes a layer's relevance
+in a backward hook; one backward per class costs about ``C`` times one class. Here the
+composite's rules are evaluated by a class-batched engine (:func:`relevance`): one ordinary
+forward records every hooked layer's input and output; a second, cheap forward over the
+images repeated ``C`` times replays the recorded outputs (no convolution is recomputed) through
+custom autograd functions; the backward then applies each layer's zennit rule to the
+relevance of all ``C`` classes together, sharing the rule's modified forward passes (e.g.
+``W+ x+`` for z+) across classes and batching the transposed convolutions. The result equals
+zennit's ``Gradient`` attributor with the same composite, one class at a time (tested to
+1e-5).
+
+References
+----------
+Bach, S. et al. (2015). On pixel-wise explanations for non-linear classifier decisions by
+layer-wise relevance propagation. PLoS ONE 10(7): e0130140.
+Montavon, G. et al. (2017). Explaining nonlinear classification decisions with deep Taylor
+decomposition. Pattern Recognition 65: 211-222.
+Pahde, F. et al. (2023). Optimizing explanations by network canonization and hyperparameter
+search. CVPR Workshops (SAIAD). arXiv:2211.17174.
+Anders, C. J. et al. (2021). Software for dataset-wide XAI: from local explanations to global
+insights with Zennit, CoRelAy, and ViRelAy. arXiv:2106.13200.
+Alam, M. U. et al. (2023). SHAMSUL. arXiv:2307.08003.
+"""
+
+from __future__ import annotations
+
+import itertools
+import types
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from zennit.canonizers import Canonizer
+from zennit.composites import LayerMapComposite, SpecialFirstLayerMapComposite, layer_map_base
+from zennit.core import BasicHook, Composite, ParamMod, RemovableHandleList
+from zennit.rules import AlphaBeta, Epsilon, Flat, Norm, Pass, WSquare, ZBox, ZPlus
+from zennit.types import Convolution
+
+from ..models import IMAGENET_MEAN, IMAGENET_STD
+from ._common import check_inputs, chunks, evaluation_mode, model_device, model_dtype
+
+__all__ = [
+    "FIRST_LAYER_RULES",
+    "RULES",
+    "DenseNetCanonizer",
+    "ThresholdReLU",
+    "explain",
+    "make_composite",
+    "relevance",
+]
+
+RULES: tuple[str, ...] = ("z", "epsilon", "alpha2beta1", "deep_taylor")
+FIRST_LAYER_RULES: tuple[str, ...] = ("same", "zbox", "flat", "wsquare")
+_DEFAULT_FIRST_LAYER = {"z": "same", "epsilon": "same", "alpha2beta1": "same", "deep_taylor": "zbox"}
+# zennit rules whose output modifiers are the identity and whose layers are linear maps, so
+# that the engine may use the transposed operator directly
+_LINEAR_RULES = (Epsilon, ZPlus, AlphaBeta, ZBox, Flat, WSquare, Norm)
+
+
+# --------------------------------------------------------------------------- canonizer
+
+
+class ThresholdReLU(nn.ReLU):
+    """The thresholded ReLU ``T`` with ``ReLU(s x + t) = s T(x) + c`` (Pahde et al. 2023).
+
+    ``T(x) = x`` where ``s x + t > 0``, else the baseline ``-t / s``; for a channel with
+    ``s = 0`` the output is constant (``T = 0``, ``c = ReLU(t)``). With ``relu=False`` it is
+    the identity (a BN without activation). A ``torch.nn.ReLU`` subclass so that zennit
+    composites give it the activation rule (``Pass``).
+    """
+
+    def __init__(self, scale: torch.Tensor, shift: torch.Tensor, relu: bool = True) -> None:
+        super().__init__()
+        self.scale = scale
+        self.shift = shift
+        self.relu = relu
+        nonzero = scale != 0
+        self.baseline = torch.where(nonzero, -shift / torch.where(nonzero, scale, 1.0), 0.0)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - torch's name
+        if not self.relu:
+            return input
+        view = (1, -1) + (1,) * (input.ndim - 2)
+        active = input * self.scale.view(view) + self.shift.view(view) > 0
+        return torch.where(active, input, self.baseline.view(view).to(input.dtype))
+
+    def extra_repr(self) -> str:
+        return f"channels={self.scale.numel()}, relu={self.relu}"
+
+
+def _bn_affine(norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    if norm.running_mean is None or norm.running_var is None:
+        raise ValueError("DenseNetCanonizer needs BatchNorm running statistics (track_running_stats=True)")
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight
+    shift = -norm.running_mean * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias
+    return scale.detach(), shift.detach()
+
+
+def _act_only_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return self.act(self.drop(x))
+
+
+def _threshold_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return self.canonizer_threshold(self.drop(x))
+
+
+class DenseNetCanonizer(Canonizer):
+    """zennit canonizer for timm's ``DenseNet``: every BatchNorm merged into a linear layer.
+
+    ``conv -> BN`` pairs are merged as usual; ``BN -> ReLU -> conv/linear`` triples become
+    ``ThresholdReLU -> conv/linear`` with BN merged into the following layer (Pahde et al.
+    2023; see the module docstring). Also switches off the dense layers' gradient
+    checkpointing while applied. Parameters are swapped for new ``Parameter`` objects and the
+    originals put back by :meth:`remove`, so the model's own tensors are never modified.
+
+    Raises
+    ------
+    ValueError
+        On a model that is not a timm DenseNet or has a layout this canonizer does not know
+        (a BatchNorm that cannot be merged is an error, never silently passed).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._undo: list[Callable[[], None]] = []
+
+    def copy(self) -> DenseNetCanonizer:
+        return DenseNetCanonizer()
+
+    def apply(self, root_module: nn.Module) -> list[Canonizer]:
+        instance = self.copy()
+        instance.register(root_module)
+        return [instance]
+
+    def register(self, model: nn.Module) -> None:  # type: ignore[override]
+        try:
+            self._canonize(model)
+        except BaseException:
+            self.remove()
+            raise
+
+    def remove(self) -> None:
+        while self._undo:
+            self._undo.pop()()
+
+    # -- helpers that record how to undo themselves
+    def _set_forward(self, module: nn.Module, function: Callable) -> None:
+        previous = module.__dict__.get("forward")
+        module.forward = types.MethodType(function, module)
+
+        def undo() -> None:
+            if previous is None:
+                del module.forward
+            else:
+                module.forward = previous
+
+        self._undo.append(undo)
+
+    def _set_attribute(self, obj: object, name: str, value: object) -> None:
+        previous = getattr(obj, name)
+        setattr(obj, name, value)
+        self._undo.append(lambda: setattr(obj, name, previous))
+
+    def _add_module(self, parent: nn.Module, name: str, child: nn.Module) -> None:
+        if hasattr(parent, name):
+            raise ValueError(f"module already has an attribute {name!r}; canonizer applied twice?")
+        parent.add_module(name, child)
+        self._undo.append(lambda: delattr(parent, name))
+
+    def _canonize(self, model: nn.Module) -> None:
+        from timm.layers import BatchNormAct2d
+        from timm.models.densenet import DenseLayer, DenseNet, DenseTransition
+
+        if not isinstance(model, DenseNet):
+            raise ValueError(f"DenseNetCanonizer needs a timm DenseNet, got {type(model).__name__}")
+        # per linear layer: input-side (scale, constant) and output-side (scale, shift)
+        in_fold: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}
+        out_fold: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}
+        handled: set[nn.Module] = set()
+
+        def check_norm(norm: nn.Module) -> None:
+            if not isinstance(norm, BatchNormAct2d):
+                raise ValueError(f"DenseNetCanonizer expects timm BatchNormAct2d norms, got {type(norm).__name__}")
+
+        def fold_left(linear: nn.Module, norm: nn.Module) -> None:  # linear -> BN(+act)
+            check_norm(norm)
+            out_fold[linear] = _bn_affine(norm)
+            self._set_forward(norm, _act_only_forward)
+            handled.add(norm)
+
+        def fold_right(norm: nn.Module, linear: nn.Module) -> None:  # BN -> act -> linear
+            check_norm(norm)
+            if isinstance(linear, nn.Conv2d) and (
+                isinstance(linear.padding, str) or any(p != 0 for p in linear.padding)
+            ):
+                raise ValueError("DenseNetCanonizer can merge a BatchNorm only into an unpadded convolution")
+            if isinstance(norm.act, nn.ReLU):
+                relu = True
+            elif isinstance(norm.act, nn.Identity):
+                relu = False
+            else:
+                raise ValueError(f"DenseNetCanonizer supports ReLU activations only, got {type(norm.act).__name__}")
+            scale, shift = _bn_affine(norm)
+            constant = torch.where(scale != 0, shift, shift.clamp(min=0) if relu else shift)
+            in_fold[linear] = (scale, constant)
+            self._add_module(norm, "canonizer_threshold", ThresholdReLU(scale, shift, relu))
+            self._set_forward(norm, _threshold_forward)
+            handled.add(norm)
+
+        for module in model.modules():
+            if isinstance(module, DenseLayer):
+                self._set_attribute(module, "grad_checkpointing", False)
+                fold_right(module.norm1, module.conv1)
+                fold_left(module.conv1, module.norm2)
+            elif isinstance(module, DenseTransition):
+                fold_right(module.norm, module.conv)
+        # stem: every norm right after a convolution
+        previous = None
+        for child in model.features.children():
+            if isinstance(child, BatchNormAct2d) and isinstance(previous, nn.Conv2d):
+                fold_left(previous, child)
+            previous = child
+        # norm5 -> ReLU -> average pool -> (dropout) -> classifier
+        norm5 = getattr(model.features, "norm5", None)
+        pool_type = getattr(model.global_pool, "pool_type", "")
+        if norm5 is not None:
+            if "avg" not in pool_type or "max" in pool_type or not isinstance(model.classifier, nn.Linear):
+                raise ValueError(
+                    f"DenseNetCanonizer needs average pooling and a Linear classifier, got {pool_type!r}"
+                )
+            fold_right(norm5, model.classifier)
+        unhandled = [n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d) and m not in handled]
+        if unhandled:
+            raise ValueError(f"DenseNetCanonizer cannot merge BatchNorm {unhandled[0]!r}")
+
+        for linear in set(in_fold) | set(out_fold):
+            weight = linear.weight.detach()
+            bias = linear.bias.detach() if linear.bias is not None else weight.new_zeros(weight.shape[0])
+            index = (None, slice(None)) + (None,) * (weight.ndim - 2)
+            if linear in in_fold:
+                scale, constant = in_fold[linear]
+                bias = bias + (weight * constant[index]).sum(dim=tuple(range(1, weight.ndim)))
+                weight = weight * scale[index]
+            if linear in out_fold:
+                scale, shift = out_fold[linear]
+                weight = weight * scale[(slice(None),) + (None,) * (weight.ndim - 1)]
+                bias = bias * scale + shift
+            self._set_attribute(linear, "weight", nn.Parameter(weight, linear.weight.requires_grad))
+            self._set_attribute(linear, "bias", nn.Parameter(bias, linear.weight.requires_grad))
+
+
+# --------------------------------------------------------------------------- composites
+
+
+def make_composite(
+    rule: str = "epsilon",
+    *,
+    first_layer: str | None = None,
+    epsilon: float = 1.0,
+    stabilizer: float = 1e-6,
+    ignore_bias: bool = False,
+    canonize: bool = True,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> Composite:
+    """The zennit composite of one of the paper's rules (see the module docstring).
+
+    Parameters
+    ----------
+    rule : {"z", "epsilon", "alpha2beta1", "deep_taylor"}
+        Rule for every Conv2d and Linear layer.
+    first_layer : {"same", "zbox", "flat", "wsquare"}, optional
+        Rule of the first convolution; default ``"zbox"`` for ``deep_taylor`` (Montavon et al.
+        2017's z^B rule for bounded pixel input), ``"same"`` otherwise.
+    epsilon : float
+        The epsilon of ``rule="epsilon"`` (the paper's 1.0).
+    stabilizer : float
+        Denominator stabiliser of the other rules; also the epsilon of ``rule="z"``.
+    ignore_bias : bool
+        Leave biases out of the rules (zennit ``zero_params=["bias"]``), so that they absorb
+        no relevance.
+    canonize : bool
+        Apply :class:`DenseNetCanonizer` (needs a timm DenseNet).
+    mean, std : sequence of float
+        The input normalisation; the z^B bounds are ``(0 - mean) / std`` and ``(1 - mean) / std``.
+    """
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    first_layer = _DEFAULT_FIRST_LAYER[rule] if first_layer is None else first_layer
+    if first_layer not in FIRST_LAYER_RULES:
+        raise ValueError(f"first_layer must be one of {FIRST_LAYER_RULES}, got {first_layer!r}")
+    if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
+        raise ValueError(f"mean and std must have 3 values with std > 0, got {tuple(mean)}, {tuple(std)}")
+    zero = {"zero_params": ["bias"]} if ignore_bias else {}
+    if rule == "z":
+        main = Epsilon(epsilon=stabilizer, **zero)
+    elif rule == "epsilon":
+        main = Epsilon(epsilon=epsilon, **zero)
+    elif rule == "alpha2beta1":
+        main = AlphaBeta(alpha=2.0, beta=1.0, stabilizer=stabilizer, **zero)
+    else:
+        main = ZPlus(stabilizer=stabilizer, **zero)
+    layer_map = layer_map_base(stabilizer) + [((Convolution, nn.Linear), main)]
+    canonizers = [DenseNetCanonizer()] if canonize else []
+    if first_layer == "same":
+        return LayerMapComposite(layer_map=layer_map, canonizers=canonizers)
+    if first_layer == "zbox":
+        m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        first = ZBox(low=(0.0 - m) / s, high=(1.0 - m) / s, stabilizer=stabilizer, **zero)
+    elif first_layer == "flat":
+        first = Flat(stabilizer=stabilizer, **zero)
+    else:
+        first = WSquare(stabilizer=stabilizer, **zero)
+    return SpecialFirstLayerMapComposite(
+        layer_map=layer_map, first_map=[(Convolution, first)], canonizers=canonizers
+    )
+
+
+# --------------------------------------------------------------------------- class-batched engine
+
+
+@dataclass
+class _Layer:
+    """One hooked layer: its rule and what the recording forward saw."""
+
+    module: nn.Module
+    rule: object
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    records: list[tuple[torch.Tensor, torch.Tensor]]
+    n_classes: int = 1
+    counter: itertools.count | None = None
+
+
+class _Replay(torch.autograd.Function):
+    """Forward: the recorded output repeated for every class. Backward: the layer's rule."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, layer: _Layer, index: int) -> torch.Tensor:  # type: ignore[override]
+        ctx.layer, ctx.index = layer, index
+        ctx.input_shape = x.shape
+        output = layer.records[index][1]
+        return output.repeat(layer.n_classes, *([1] * (output.ndim - 1)))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        layer: _Layer = ctx.layer
+        if isinstance(layer.rule, Pass):
+            relevance = grad
+        else:
+            relevance = _rule_backward(layer, ctx.index, grad)
+        if relevance.shape != ctx.input_shape:
+            raise RuntimeError(f"LRP rule of {type(layer.module).__name__} returned the wrong shape")
+        return relevance, None, None
+
+
+def _transposed(module: nn.Module, weight: torch.Tensor, grad: torch.Tensor, input_shape) -> torch.Tensor | None:
+    """VJP of a linear layer w.r.t. its input for a batch of cotangents, or None if unknown."""
+    if type(module) is nn.Conv2d and module.padding_mode == "zeros" and not isinstance(module.padding, str):
+        return torch.nn.grad.conv2d_input(
+            tuple(input_shape), weight, grad, module.stride, module.padding, module.dilation, module.groups
+        )
+    if type(module) is nn.Linear:
+        return grad @ weight
+    return None
+
+
+def _rule_backward(layer: _Layer, index: int, grad: torch.Tensor) -> torch.Tensor:
+    """A zennit ``BasicHook`` rule applied to the relevance of all classes at once.
+
+    Same steps as ``BasicHook.backward``: modified inputs and parameters give modified outputs
+    (computed once, on the N recorded inputs); the gradient mapper and the reducer broadcast
+    over the class axis; the modified layers' transposes act on all classes in one call.
+    """
+    rule = layer.rule
+    if not isinstance(rule, BasicHook):
+        raise NotImplementedError(f"class-batched LRP supports zennit BasicHook and Pass rules, got {type(rule)}")
+    module, n_classes = layer.module, layer.n_classes
+    x = layer.records[index][0]
+    n = x.shape[0]
+    grad = grad.reshape(n_classes, n, *grad.shape[1:])
+    fast = isinstance(rule, _LINEAR_RULES) and type(module) in (nn.Conv2d, nn.Linear)
+    inputs, outputs, transposes = [], [], []
+    for in_mod, param_mod, out_mod in zip(rule.input_modifiers, rule.param_modifiers, rule.output_modifiers):
+        inp = in_mod(x)
+        with ParamMod.ensure(param_mod)(module) as modified:
+            if fast:
+                with torch.no_grad():
+                    out = out_mod(layer.forward(inp))
+                transposes.append(modified.weight.detach())
+                inputs.append(inp[None])
+                outputs.append(out[None])
+            else:  # generic: the layer's own autograd on the input repeated per class
+                with torch.enable_grad():
+                    rep = inp.detach().repeat(n_classes, *([1] * (inp.ndim - 1))).requires_grad_(True)
+                    out = out_mod(layer.forward(rep))
+                transposes.append((rep, out))
+                inputs.append(inp[None])
+                outputs.append(out.reshape(n_classes, n, *out.shape[1:]))
+    grad_outputs = rule.gradient_mapper(grad, outputs)
+    if isinstance(grad_outputs, torch.Tensor):  # single-output rules return the tensor itself
+        grad_outputs = (grad_outputs,)
+    gradients = []
+    for transpose, grad_output in zip(transposes, grad_outputs):
+        flat = grad_output.expand(n_classes, *grad_output.shape[1:]).reshape(n_classes * n, *grad_output.shape[2:])
+        if fast:
+            gradient = _transposed(module, transpose, flat, (n_classes * n, *x.shape[1:]))
+        else:
+            rep, out = transpose
+            (gradient,) = torch.autograd.grad(out, rep, flat)
+        gradients.append(gradient.reshape(n_classes, n, *x.shape[1:]))
+    result = rule.reducer(inputs, gradients)
+    return result.expand(n_classes, *result.shape[1:]).reshape(n_classes * n, *x.shape[1:])
+
+
+def relevance(
+    model: nn.Module,
+    composite: Composite,
+    images: torch.Tensor,
+    classes: Sequence[int],
+    *,
+    output_relevance: str = "logit",
+) -> torch.Tensor:
+    """Input relevance ``[N, C, 3, H, W]`` of one batch for every requested class.
+
+    Equal to zennit's ``Gradient(model, composite)(images, attr_output=one_hot * logits)``
+    for each class separately (``output_relevance="logit"``; ``"one"``: ``one_hot``), but
+    computed with one recording forward pass and one class-batched backward pass (see the
+    module docstring). The lower-level half of :func:`explain`: call it with the model in eval
+    mode; it applies and removes the composite's canonizers itself and registers no hooks
+    that outlive it.
+    """
+    classes = list(classes)
+    n_classes, n = len(classes), images.shape[0]
+    handles = RemovableHandleList()
+    layers: list[_Layer] = []
+    recorders = []
+    try:
+        for canonizer in composite.canonizers:
+            handles.extend(canonizer.apply(model))
+        # the rule of every module, as zennit's Composite.register assigns them; the outermost
+        # hooked module wins (as with zennit, whose outer hook overrides the inner ones)
+        context: dict = {}
+        mapped: dict[str, tuple[nn.Module, object]] = {}
+        for name, module in model.named_modules():
+            template = composite.module_map(context, name, module)
+            if template is not None:
+                mapped[name] = (module, template)
+        for name, (module, rule) in mapped.items():
+            parts = name.split(".") if name else []
+            if any(".".join(parts[:k]) in mapped for k in range(len(parts))):
+                continue
+            forward = module.forward  # the (possibly canonized) forward in place now
+            layers.append(_Layer(module, rule, forward, []))
+
+        def recorder(layer: _Layer):
+            def hook(module: nn.Module, args: tuple, output: object) -> None:
+                if len(args) != 1 or not isinstance(args[0], torch.Tensor) or not isinstance(output, torch.Tensor):
+                    raise ValueError(f"LRP layer {type(module).__name__} must map one tensor to one tensor")
+                layer.records.append((args[0].detach(), output.detach()))
+
+            return hook
+
+        for layer in layers:
+            recorders.append(layer.module.register_forward_hook(recorder(layer)))
+        with torch.no_grad():
+            logits = model(images)
+        for handle in recorders:
+            handle.remove()
+        recorders.clear()
+        if logits.ndim != 2:
+            raise ValueError(f"model must return logits of shape [N, classes], got {list(logits.shape)}")
+
+        # replay: every hooked layer returns its recorded output, repeated per class
+        previous_forwards = []
+        for layer in layers:
+            layer.n_classes, layer.counter = n_classes, itertools.count()
+            previous_forwards.append(layer.module.__dict__.get("forward"))
+
+            def replay(self: nn.Module, x: torch.Tensor, _layer: _Layer = layer) -> torch.Tensor:
+                return _Replay.apply(x, _layer, next(_layer.counter))
+
+            layer.module.forward = types.MethodType(replay, layer.module)
+        try:
+            with torch.enable_grad():
+                repeated = images.repeat(n_classes, 1, 1, 1).requires_grad_(True)
+                replayed = model(repeated)
+                start = torch.zeros_like(replayed).view(n_classes, n, -1)
+                for k, c in enumerate(classes):
+                    start[k, :, c] = logits[:, c] if output_relevance == "logit" else 1.0
+                (result,) = torch.autograd.grad(replayed, repeated, start.view_as(replayed))
+        finally:
+            for layer, previous in zip(layers, previous_forwards):
+                if previous is None:
+                    del layer.module.forward
+                else:
+                    layer.module.forward = previous
+    finally:
+        for handle in recorders:
+            handle.remove()
+        for layer in layers:
+            layer.records.clear()
+        for handle in reversed(handles):
+            handle.remove()
+    return result.view(n_classes, n, *images.shape[1:]).transpose(0, 1)
+
+
+# --------------------------------------------------------------------------- public call
+
+
+def explain(
+    model: nn.Module,
+    images: torch.Tensor,
+    classes: Sequence[int] | None = None,
+    *,
+    rule: str = "epsilon",
+    batch_size: int = 64,
+    first_layer: str | None = None,
+    epsilon: float = 1.0,
+    stabilizer: float = 1e-6,
+    ignore_bias: bool = False,
+    canonize: bool = True,
+    output_relevance: str = "logit",
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> np.ndarray:
+    """LRP relevance maps of every image for every requested class.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A timm DenseNet returning logits ``[N, classes]`` (any model with ``canonize=False``);
+        run in eval mode here (each module's training flag is restored afterwards). CUDA is
+        used when the model is on CUDA.
+    images : Tensor, shape (N, 3, H, W)
+        ImageNet-normalised images.
+    classes : sequence of int, optional
+        Indices into the model's outputs; ``None`` explains every output.
+    rule : {"z", "epsilon", "alpha2beta1", "deep_taylor"}
+        The paper's four rules; see :func:`make_composite`.
+    batch_size : int
+        Images x classes per pass (``batch_size // len(classes)`` images at a time, at least
+        one; classes are split when there are more than ``batch_size``).
+    first_layer, epsilon, stabilizer, ignore_bias, canonize, mean, std
+        See :func:`make_composite`.
+    output_relevance : {"logit", "one"}
+        Relevance put on the explained output: its logit ``f_c(x)`` (Bach et al. 2015; the
+        map then sums to about the logit) or 1 (zennit's one-hot default).
+
+    Returns
+    -------
+    ndarray of float32, shape (N, len(classes), H, W)
+        Signed relevance, summed over the colour channels.
+
+    Raises
+    ------
+    ValueError
+        Bad images or classes, unknown rule or option, or a model the canonizer cannot handle.
+
+    Notes
+    -----
+    Deviations and choices:
+
+    * One rule for all layers, classifier included (as the paper's four named maps); only the
+      first layer may differ (``first_layer``). Deep Taylor uses z+ above and z^B on the pixel
+      layer (Montavon et al. 2017); pass ``first_layer="same"`` for z+ everywhere.
+    * ``"z"`` is LRP-0 with zennit's ``1e-6`` stabiliser in the denominator (exact LRP-0 would
+      divide by zero for a zero pre-activation).
+    * BatchNorms are merged by :class:`DenseNetCanonizer` (Pahde et al. 2023), which the
+      original LRP papers (for BN-free networks) do not cover; relevance that reaches an
+      inactive unit of the thresholded ReLU is passed on, as in Pahde et al.
+    * Biases absorb relevance unless ``ignore_bias=True``; maps then do not sum exactly to
+      the logit.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from shamsul_utils.models import build_model
+    >>> model = build_model("densenet_small", growth_rate=8, block_config=(2, 2, 2))
+    >>> maps = explain(model, torch.randn(2, 3, 64, 64), classes=[2, 5], rule="z")
+    >>> maps.shape, maps.dtype
+    ((2, 2, 64, 64), dtype('float32'))
+    """
+    class_list = check_inputs(model, images, classes, batch_size=batch_size)
+    if output_relevance not in ("logit", "one"):
+        raise ValueError(f"output_relevance must be 'logit' or 'one', got {output_relevance!r}")
+    composite = make_composite(
+        rule,
+        first_layer=first_layer,
+        epsilon=epsilon,
+        stabilizer=stabilizer,
+        ignore_bias=ignore_bias,
+        canonize=canonize,
+        mean=mean,
+        std=std,
+    )
+    device, dtype = model_device(model), model_dtype(model)
+    n = images.shape[0]
+    class_step = min(len(class_list), int(batch_size))
+    image_step = max(1, int(batch_size) // class_step)
+    out = np.empty((n, len(class_list), *images.shape[2:]), dtype=np.float32)
+    with evaluation_mode(model):
+        for part in chunks(n, image_step):
+            batch = images[part].to(device=device, dtype=dtype)
+            for group in chunks(len(class_list), class_step):
+                rel = relevance(model, composite, batch, class_list[group], output_relevance=output_relevance)
+                out[part, group] = rel.sum(dim=2).to("cpu", torch.float32).numpy()
+    return out

@@ -1,0 +1,98 @@
+"""Training: the loss falls, resume equals an uninterrupted run, predictions are well formed, weights fail loudly."""
+
+import numpy as np
+import pytest
+import torch
+
+from shamsul_utils import training
+from shamsul_utils.config import load_profile
+from shamsul_utils.labels import CLASSES
+from shamsul_utils.models import build_model, load_pretrained, load_trained_model
+from shamsul_utils.phantom import PhantomSettings, write_dataset
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("phantom")
+    write_dataset(root, sizes={"train": 64, "valid": 32, "test": 32}, seed=1, settings=PhantomSettings(image_size=64))
+    return root
+
+
+def _profile(data_root, run_root, monkeypatch, **training_overrides):
+    monkeypatch.setenv("SHAMSUL_RUNS", str(run_root))
+    return load_profile("smoke", {"data": {"root": str(data_root), "phantom": {"image_size": 64}},
+                                     "model": {"input_size": 32, "block_config": [1, 1, 1], "growth_rate": 4},
+                                     "training": {"epochs": 3, "batch_size": 16, "early_stopping_patience": 9,
+                                                  **training_overrides}})
+
+
+def test_loss_falls_and_resume_gives_identical_weights(data_root, tmp_path, monkeypatch):
+    straight = _profile(data_root, tmp_path / "straight", monkeypatch, augment_shift=0.1)
+    result = training.train(straight, progress=False)
+    assert len(result.history) == 3
+    assert result.history["train_loss"].iloc[-1] < result.history["train_loss"].iloc[0]
+
+    interrupted = _profile(data_root, tmp_path / "interrupted", monkeypatch, augment_shift=0.1)
+    partial = training.train(interrupted, progress=False, max_epochs_this_call=1)
+    assert len(partial.history) == 1
+    resumed = training.train(interrupted, progress=False)
+    assert not resumed.reused and len(resumed.history) == 3
+
+    first = torch.load(tmp_path / "straight" / "smoke" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    second = torch.load(tmp_path / "interrupted" / "smoke" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+
+    again = training.train(interrupted, progress=False)
+    assert again.reused, "a finished training with the same fingerprint is reused"
+
+
+def test_predictions_shape_order_and_range(data_root, tmp_path, monkeypatch):
+    profile = _profile(data_root, tmp_path / "run", monkeypatch, epochs=1)
+    training.train(profile, progress=False)
+    model, checkpoint = load_trained_model(profile, device=torch.device("cpu"))
+    assert checkpoint["epoch"] == 1
+    split = training.read_split(profile, "test")
+    table = training.predict_split(profile, model, split)
+    assert list(table.columns[15:]) == list(CLASSES)
+    probabilities = table[list(CLASSES)].to_numpy()
+    assert probabilities.shape == (32, 14)
+    assert np.all((probabilities >= 0) & (probabilities <= 1))
+    assert np.array_equal(table[[f"label: {name}" for name in CLASSES]].to_numpy(), split.labels)
+    reloaded = training.load_predictions(profile, "test")
+    assert list(reloaded["cxr_id"]) == list(table["cxr_id"])
+    assert np.allclose(reloaded[list(CLASSES)].to_numpy(), probabilities, atol=1e-7)
+
+
+def test_mean_auroc_equals_sklearn():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random((50, 3)) < 0.4).astype(float)
+    labels[:, 2] = 0  # a class without positives is left out
+    scores = rng.random((50, 3)) + labels * 0.3
+    expected = np.mean([roc_auc_score(labels[:, index], scores[:, index]) for index in range(2)])
+    assert training.mean_auroc(labels, scores) == pytest.approx(expected, abs=1e-12)
+
+
+def test_offline_imagenet_weights_fail_with_one_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch"))
+    model = build_model("densenet_small", block_config=(1, 1, 1), growth_rate=4)
+    with pytest.raises(RuntimeError) as error:
+        load_pretrained(model, "imagenet", architecture="densenet121")
+    message = str(error.value)
+    assert "\n" not in message and "model.pretrained" in message and "offline" in message
+
+
+def test_local_weights_file(tmp_path):
+    source = build_model("densenet_small", block_config=(1, 1, 1), growth_rate=4)
+    torch.save(source.state_dict(), tmp_path / "weights.pth")
+    target = build_model("densenet_small", block_config=(1, 1, 1), growth_rate=4)
+    description = load_pretrained(target, str(tmp_path / "weights.pth"), architecture="densenet_small")
+    assert "weights.pth" in description
+    assert torch.equal(target.features.conv0.weight, source.features.conv0.weight)
+    with pytest.raises(RuntimeError, match="not found"):
+        load_pretrained(target, str(tmp_path / "missing.pth"), architecture="densenet_small")
