@@ -154,12 +154,16 @@ class PhantomSettings:
             raise DataError("PhantomSettings: healthy_fraction + single_fraction must lie in [0, 1]")
         if self.shortcut is not None:
             if len(self.shortcut) != 3:
-                raise DataError(f"PhantomSettings.shortcut must be (class, p_positive, p_negative), got {self.shortcut}")
+                raise DataError(
+                    f"PhantomSettings.shortcut must be (class, p_positive, p_negative), got {self.shortcut}"
+                )
             name, p_positive, p_negative = self.shortcut
             if name not in CLASSES or name == "No Finding":
                 raise DataError(f"PhantomSettings.shortcut: unknown finding {name!r}")
             if not (0 <= p_positive <= 1 and 0 <= p_negative <= 1):
-                raise DataError(f"PhantomSettings.shortcut: probabilities must lie in [0, 1], got {self.shortcut}")
+                raise DataError(
+                    f"PhantomSettings.shortcut: probabilities must lie in [0, 1], got {self.shortcut}"
+                )
             object.__setattr__(self, "shortcut", (str(name), float(p_positive), float(p_negative)))
 
 
@@ -199,17 +203,46 @@ class PhantomCase:
 
 # Background rate of each finding in the co-occurrence branch, and what each latent condition adds.
 _BASE_RATE = {
-    "Enlarged Cardiomediastinum": 0.08, "Cardiomegaly": 0.08, "Lung Opacity": 0.12, "Lung Lesion": 0.14,
-    "Edema": 0.04, "Consolidation": 0.04, "Pneumonia": 0.0, "Atelectasis": 0.10, "Pneumothorax": 0.08,
-    "Pleural Effusion": 0.06, "Pleural Other": 0.05, "Fracture": 0.07, "Support Devices": 0.10,
+    "Enlarged Cardiomediastinum": 0.08,
+    "Cardiomegaly": 0.08,
+    "Lung Opacity": 0.12,
+    "Lung Lesion": 0.14,
+    "Edema": 0.04,
+    "Consolidation": 0.04,
+    "Pneumonia": 0.0,
+    "Atelectasis": 0.10,
+    "Pneumothorax": 0.08,
+    "Pleural Effusion": 0.06,
+    "Pleural Other": 0.05,
+    "Fracture": 0.07,
+    "Support Devices": 0.10,
 }
 _CONDITIONS = {
-    "cardiac": (0.35, {"Cardiomegaly": 0.55, "Edema": 0.45, "Pleural Effusion": 0.45,
-                       "Enlarged Cardiomediastinum": 0.3, "Support Devices": 0.3}),
-    "infection": (0.35, {"Consolidation": 0.4, "Lung Opacity": 0.45, "Atelectasis": 0.2,
-                         "Pleural Effusion": 0.15}),
-    "intensive_care": (0.3, {"Support Devices": 0.75, "Atelectasis": 0.3, "Pneumothorax": 0.25,
-                             "Pleural Effusion": 0.2, "Lung Opacity": 0.2, "Edema": 0.15}),
+    "cardiac": (
+        0.35,
+        {
+            "Cardiomegaly": 0.55,
+            "Edema": 0.45,
+            "Pleural Effusion": 0.45,
+            "Enlarged Cardiomediastinum": 0.3,
+            "Support Devices": 0.3,
+        },
+    ),
+    "infection": (
+        0.35,
+        {"Consolidation": 0.4, "Lung Opacity": 0.45, "Atelectasis": 0.2, "Pleural Effusion": 0.15},
+    ),
+    "intensive_care": (
+        0.3,
+        {
+            "Support Devices": 0.75,
+            "Atelectasis": 0.3,
+            "Pneumothorax": 0.25,
+            "Pleural Effusion": 0.2,
+            "Lung Opacity": 0.2,
+            "Edema": 0.15,
+        },
+    ),
 }
 
 
@@ -256,17 +289,17 @@ def _labels_from_findings(findings: dict[str, float]) -> np.ndarray:
 class _Anatomy:
     """Per-patient anatomical parameters in body units (see the module docstring)."""
 
-    body_width: float          # half-width of the trunk below the shoulders
+    body_width: float  # half-width of the trunk below the shoulders
     neck_width: float
-    thorax_width: float        # half-width of each hemithorax at the base (lateral chest wall)
-    lung_top: float            # v of the lung apices
-    midline: float             # u of the mediastinal midline
-    mediastinum_width: float   # half-width of the superior mediastinum
+    thorax_width: float  # half-width of each hemithorax at the base (lateral chest wall)
+    lung_top: float  # v of the lung apices
+    midline: float  # u of the mediastinal midline
+    mediastinum_width: float  # half-width of the superior mediastinum
     mediastinum_widening: float
-    diaphragm_right: float     # v of the lateral end of the image-left hemidiaphragm
+    diaphragm_right: float  # v of the lateral end of the image-left hemidiaphragm
     diaphragm_left: float
     dome_height: float
-    heart_left_extent: float   # towards the image left, from the midline
+    heart_left_extent: float  # towards the image left, from the midline
     heart_right_extent: float  # towards the image right (the bulge)
     heart_centre_v: float
     heart_half_height: float
@@ -325,7 +358,9 @@ class _Anatomy:
         return np.minimum(lateral, apex)
 
 
-def _sample_anatomy(rng: np.random.Generator, findings: dict[str, float], view: str, settings: PhantomSettings) -> _Anatomy:
+def _sample_anatomy(
+    rng: np.random.Generator, findings: dict[str, float], view: str, settings: PhantomSettings
+) -> _Anatomy:
     draws = rng.uniform(size=16)
     body_width = 0.43 + 0.07 * draws[0]
     thorax_width = body_width * (0.78 + 0.06 * draws[1])
@@ -381,7 +416,9 @@ class _Scene:
         self.lung_margin = anatomy.lung_margin(self.u, self.v)
         self.lung = smoothstep(0.0, 0.02, self.lung_margin)
         shoulders = smoothstep(anatomy.lung_top - 0.12, anatomy.lung_top + 0.1, self.v)
-        body_half_width = _F(anatomy.neck_width) + _F(anatomy.body_width - anatomy.neck_width) * np.sqrt(shoulders)
+        body_half_width = _F(anatomy.neck_width) + _F(anatomy.body_width - anatomy.neck_width) * np.sqrt(
+            shoulders
+        )
         self.body_half_width = body_half_width
         self.body = np.abs(self.u) < body_half_width
         self.density = np.zeros((self.size, self.size), dtype=np.float32)
@@ -435,7 +472,9 @@ def _draw_mediastinum(scene: _Scene) -> None:
     anatomy = scene.anatomy
     width = anatomy.mediastinum(scene.v, scene.side)
     band = smoothstep(0.0, 0.008, width - scene.distance) * smoothstep(
-        anatomy.heart_centre_v + 0.3 * anatomy.heart_half_height, anatomy.heart_centre_v - 0.3 * anatomy.heart_half_height, scene.v
+        anatomy.heart_centre_v + 0.3 * anatomy.heart_half_height,
+        anatomy.heart_centre_v - 0.3 * anatomy.heart_half_height,
+        scene.v,
     )
     scene.density += _F(0.2) * band
     trachea_end = anatomy.hilum_v - 0.04
@@ -449,7 +488,9 @@ def _heart_radius(scene: _Scene) -> np.ndarray:
     anatomy = scene.anatomy
     offset = scene.u - _F(anatomy.midline)
     extent = np.where(offset >= 0, _F(anatomy.heart_right_extent), _F(anatomy.heart_left_extent))
-    return (offset / extent) ** 2 + ((scene.v - _F(anatomy.heart_centre_v)) / _F(anatomy.heart_half_height)) ** 2
+    return (offset / extent) ** 2 + (
+        (scene.v - _F(anatomy.heart_centre_v)) / _F(anatomy.heart_half_height)
+    ) ** 2
 
 
 def _draw_heart(scene: _Scene) -> np.ndarray:
@@ -477,7 +518,9 @@ def _draw_ribs(scene: _Scene) -> None:
     position = fraction / thickness
     inside = smoothstep(0.0, 0.12, position) * smoothstep(1.0, 0.88, position)
     cortex = _F(0.7) + _F(0.3) * np.abs(_F(2) * position - _F(1)) ** 3
-    extent = smoothstep(0.02, 0.035, distance) * smoothstep(0.0, 0.02, anatomy.chest_wall(scene.v) + _F(0.03) - distance)
+    extent = smoothstep(0.02, 0.035, distance) * smoothstep(
+        0.0, 0.02, anatomy.chest_wall(scene.v) + _F(0.03) - distance
+    )
     rows = (phase > 0) & (phase < 10)
     scene.density += _F(0.07) * inside * cortex * extent * rows * scene.rib_gap
 
@@ -487,9 +530,7 @@ def _draw_clavicles(scene: _Scene, rng: np.random.Generator) -> None:
     lines = []
     for side in (-1.0, 1.0):
         top = anatomy.lung_top + rng.uniform(-0.01, 0.02)
-        control = np.array(
-            [[0.03, top + 0.06], [0.14, top + 0.06], [0.2, top - 0.01], [0.36, top - 0.02]]
-        )
+        control = np.array([[0.03, top + 0.06], [0.14, top + 0.06], [0.2, top - 0.01], [0.36, top - 0.02]])
         curve = bezier_curve(control, 16)
         pixels = scene.pixels(anatomy.midline + side * curve[:, 0], curve[:, 1])
         lines.append((pixels, scene.width_pixels(0.022)))
@@ -517,7 +558,9 @@ def _vessel_field(scene: _Scene, rng: np.random.Generator) -> np.ndarray:
     return total
 
 
-def _hilum_streaks(u: np.ndarray, v: np.ndarray, anatomy: _Anatomy, side: float, rng: np.random.Generator) -> np.ndarray:
+def _hilum_streaks(
+    u: np.ndarray, v: np.ndarray, anatomy: _Anatomy, side: float, rng: np.random.Generator
+) -> np.ndarray:
     hilum_u = anatomy.midline + side * (anatomy.mediastinum_width + 0.03)
     du = (u - _F(hilum_u)) * _F(side)
     dv = v - _F(anatomy.hilum_v)
@@ -539,7 +582,9 @@ def _hilum_streaks(u: np.ndarray, v: np.ndarray, anatomy: _Anatomy, side: float,
 # --------------------------------------------------------------------------------------------
 
 
-def _draw_enlarged_cardiomediastinum(scene: _Scene, severity: float, settings: PhantomSettings, rng) -> np.ndarray:
+def _draw_enlarged_cardiomediastinum(
+    scene: _Scene, severity: float, settings: PhantomSettings, rng
+) -> np.ndarray:
     anatomy = scene.anatomy
     width = anatomy.mediastinum(scene.v, scene.side)
     top = anatomy.lung_top + 0.02
@@ -555,7 +600,7 @@ def _draw_lung_opacity(scene: _Scene, severity: float, settings: PhantomSettings
     field = blob * patches - _F(0.3)
     support = (field > 0) & (scene.lung_margin > 0)
     shape = np.where(support, np.clip(field / _F(0.3), 0.0, 1.0), _F(0.0)) * scene.lung
-    amplitude = settings.contrast * (0.2 + 0.12 * severity)
+    amplitude = settings.contrast * (0.15 + 0.08 * severity)
     scene.density += _F(amplitude) * shape
     scene.vessel_gain *= _F(1.0) - _F(0.5) * shape
     return support & (shape > 0)
@@ -567,8 +612,10 @@ def _draw_lung_lesion(scene: _Scene, severity: float, settings: PhantomSettings,
     du, dv = scene.u - _F(centre_u), scene.v - _F(centre_v)
     angle = np.arctan2(dv, du)
     phases = rng.uniform(0, 2 * np.pi, 2)
-    lobulation = _F(1.0) + _F(0.08) * np.cos(_F(3) * angle + _F(phases[0])) + _F(0.05) * np.cos(
-        _F(5) * angle + _F(phases[1])
+    lobulation = (
+        _F(1.0)
+        + _F(0.08) * np.cos(_F(3) * angle + _F(phases[0]))
+        + _F(0.05) * np.cos(_F(5) * angle + _F(phases[1]))
     )
     relative = np.sqrt(du * du + dv * dv) / (_F(radius) * lobulation)
     profile = np.sqrt(np.clip(1 - relative**2, 0.0, 1.0))
@@ -605,7 +652,7 @@ def _draw_consolidation(scene: _Scene, severity: float, settings: PhantomSetting
     support = (relative < 1) & (scene.lung_margin > 0)
     shape = smoothstep(1.0, 0.75, relative) * scene.lung
     bronchi = _air_bronchograms(scene, rng, side)
-    amplitude = settings.contrast * (0.26 + 0.12 * severity)
+    amplitude = settings.contrast * (0.22 + 0.1 * severity)
     scene.density += _F(amplitude) * shape * (_F(1.0) - _F(0.45) * bronchi)
     scene.vessel_gain *= _F(1.0) - shape
     return support & (shape > 0)
@@ -637,7 +684,7 @@ def _draw_atelectasis(scene: _Scene, severity: float, settings: PhantomSettings,
     relative = (along / _F(length)) ** 2 + (across / _F(thickness)) ** 2
     support = (relative < 1) & (scene.lung_margin > 0)
     shape = smoothstep(1.0, 0.5, relative) * scene.lung
-    amplitude = settings.contrast * (0.3 + 0.1 * severity)
+    amplitude = settings.contrast * (0.2 + 0.08 * severity)
     scene.density += _F(amplitude) * shape
     return support & (shape > 0)
 
@@ -648,7 +695,9 @@ def _draw_pneumothorax(scene: _Scene, severity: float, settings: PhantomSettings
     depth = settings.lesion_scale * (0.025 + 0.05 * severity)
     lowest = anatomy.lung_top + rng.uniform(0.3, 0.5)
     taper = np.sqrt(np.clip((_F(lowest) - scene.v) / _F(0.15), 0.0, 1.0))
-    rim = _F(depth) * taper
+    centre, _, half_width, _ = anatomy.apex_centre()
+    lateral_only = smoothstep(centre - 0.6 * half_width, centre, scene.distance)
+    rim = _F(depth) * taper * lateral_only
     rim_margin = anatomy.outer_margin(scene.distance, scene.v)
     on_side = scene.side == _F(side)
     support = (rim_margin < rim) & (scene.lung_margin > 0) & on_side & (rim > 0)
@@ -673,14 +722,13 @@ def _draw_pleural_effusion(scene: _Scene, severity: float, settings: PhantomSett
     depth = scene.v - meniscus
     support = hemithorax & (depth > 0)
     shape = smoothstep(0.0, 0.03, depth) * scene.lung * support
-    amplitude = settings.contrast * (0.3 + 0.12 * severity)
+    amplitude = settings.contrast * (0.2 + 0.12 * severity)
     scene.density += _F(amplitude) * shape
     scene.vessel_gain *= _F(1.0) - shape
     return support & (shape > 0)
 
 
 def _draw_support_devices(scene: _Scene, severity: float, settings: PhantomSettings, rng) -> np.ndarray:
-    anatomy = scene.anatomy
     kinds = ["endotracheal", "nasogastric", "central_line", "pacemaker", "electrodes"]
     count = 1 + int(severity > 0.4) + int(severity > 0.8)
     chosen = rng.choice(len(kinds), size=count, replace=False)
@@ -708,7 +756,17 @@ def _device_lines(scene: _Scene, kind: str, rng: np.random.Generator) -> list[tu
     if kind == "nasogastric":
         stomach = anatomy.diaphragm_left + 0.07
         return [
-            (curve([[midline + 0.01, 0.0], [midline + 0.015, 0.5], [midline + 0.01, stomach], [midline + 0.16, stomach]]), width(0.006))
+            (
+                curve(
+                    [
+                        [midline + 0.01, 0.0],
+                        [midline + 0.015, 0.5],
+                        [midline + 0.01, stomach],
+                        [midline + 0.16, stomach],
+                    ]
+                ),
+                width(0.006),
+            )
         ]
     if kind == "central_line":
         side = -1.0 if rng.random() < 0.7 else 1.0
@@ -720,7 +778,14 @@ def _device_lines(scene: _Scene, kind: str, rng: np.random.Generator) -> list[tu
         box_u, box_v = midline + side * 0.25, anatomy.lung_top + 0.04
         generator = scene.pixels(np.array([box_u - 0.025, box_u + 0.025]), np.array([box_v, box_v]))
         ventricle = [midline + 0.06, anatomy.heart_centre_v + 0.03]
-        lead = curve([[box_u, box_v], [midline - side * 0.02, anatomy.lung_top + 0.1], [midline - 0.02, anatomy.heart_centre_v - 0.08], ventricle])
+        lead = curve(
+            [
+                [box_u, box_v],
+                [midline - side * 0.02, anatomy.lung_top + 0.1],
+                [midline - 0.02, anatomy.heart_centre_v - 0.08],
+                ventricle,
+            ]
+        )
         return [(generator, width(0.05)), (lead, width(0.005))]
     electrodes = []
     for _ in range(rng.integers(2, 5)):
@@ -835,7 +900,9 @@ def _generator(seed: int, split: str, index: int, stream: int) -> np.random.Gene
     return np.random.default_rng(np.random.SeedSequence([int(seed), _split_code(split), int(index), stream]))
 
 
-def generate_case(seed: int, split: str, index: int, settings: PhantomSettings = PhantomSettings()) -> PhantomCase:
+def generate_case(
+    seed: int, split: str, index: int, settings: PhantomSettings = PhantomSettings()
+) -> PhantomCase:
     """Generate one radiograph with its labels and exact masks.
 
     Parameters
@@ -1031,7 +1098,13 @@ def write_dataset(
     if manifest_path.is_file():
         try:
             if json.loads(manifest_path.read_text()) == manifest:
-                return {"root": str(root), "skipped": True, "counts": counts, "seconds": 0.0, "images_per_second": None}
+                return {
+                    "root": str(root),
+                    "skipped": True,
+                    "counts": counts,
+                    "seconds": 0.0,
+                    "images_per_second": None,
+                }
         except json.JSONDecodeError:
             pass
         manifest_path.unlink()
@@ -1058,7 +1131,9 @@ def write_dataset(
     }
 
 
-def _write_split(root: Path, split: str, count: int, seed: int, settings, image_format: str, patient: int, bar) -> int:
+def _write_split(
+    root: Path, split: str, count: int, seed: int, settings, image_format: str, patient: int, bar
+) -> int:
     rows = []
     segmentations: dict[str, dict] = {}
     confounders: dict[str, dict] = {}

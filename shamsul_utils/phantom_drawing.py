@@ -104,7 +104,9 @@ def smooth_noise(rng: np.random.Generator, size: int | tuple[int, int], cells: i
     """
     height, width = (size, size) if np.isscalar(size) else size
     lattice = rng.standard_normal((cells, cells)).astype(np.float32)
-    field = np.asarray(Image.fromarray(lattice, mode="F").resize((int(width), int(height)), Image.Resampling.BICUBIC))
+    field = np.asarray(
+        Image.fromarray(lattice, mode="F").resize((int(width), int(height)), Image.Resampling.BICUBIC)
+    )
     return field * np.float32(1.3)
 
 
@@ -134,7 +136,9 @@ def bezier_curve(control_points: np.ndarray, count: int = 24) -> np.ndarray:
     return basis @ control_points
 
 
-def draw_polylines(size: int, polylines: list[tuple[np.ndarray, float]], *, supersample: int = 2) -> np.ndarray:
+def draw_polylines(
+    size: int, polylines: list[tuple[np.ndarray, float]], *, supersample: int = 2
+) -> np.ndarray:
     """Anti-aliased coverage (0..1) of thick polylines, drawn by Pillow.
 
     Parameters
@@ -180,7 +184,9 @@ def _font(pixel_height: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=pixel_height)
 
 
-def draw_text(image: np.ndarray, text: str, position: tuple[float, float], pixel_height: int, value: int) -> np.ndarray:
+def draw_text(
+    image: np.ndarray, text: str, position: tuple[float, float], pixel_height: int, value: int
+) -> np.ndarray:
     """Burn ``text`` into a uint8 image at pixel ``position`` (left, top) with grey ``value``."""
     canvas = Image.fromarray(image)
     ImageDraw.Draw(canvas).text(position, text, fill=int(value), font=_font(int(pixel_height)))

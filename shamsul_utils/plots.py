@@ -38,6 +38,8 @@ __all__ = [
     "performance_figure",
     "roc_figure",
     "predictions_figure",
+    "explanation_overlays_figure",
+    "rules_comparison_figure",
 ]
 
 METHOD_COLORS = {"Grad-CAM": "#1b9e77", "LRP": "#d95f02", "LIME": "#7570b3", "SHAP": "#e7298a"}
@@ -315,5 +317,49 @@ def predictions_figure(images: np.ndarray, labels: np.ndarray, probabilities: np
         axes[row, 1].invert_yaxis()
     axes[-1, 1].set_xlabel("predicted probability (green: labelled positive)")
     figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+# ---------------------------------------------------------------------- explainers (notebooks 03-06)
+
+def explanation_overlays_figure(explanation, heatmaps: np.ndarray, instances, *, method: str, signed: bool,
+                                columns: int = 6, title: str = ""):
+    """Heatmaps of one method over their radiographs, expert mask outlined in blue.
+
+    ``instances`` is :func:`shamsul_utils.study.showcase`'s list ``[(row, class, kind)]``; each
+    panel is captioned with the class, the kind of instance and the model's probability.
+    """
+    from .labels import CLASSES, LOCALIZED_CLASSES
+
+    figure, axes = image_grid(len(instances), columns=columns, size=2.1,
+                              title=title or f"{method}: heatmaps of chosen instances (blue: expert mask)")
+    for axis, (row, name, kind) in zip(axes, instances, strict=True):
+        index = CLASSES.index(name)
+        mask = explanation.masks[row, LOCALIZED_CLASSES.index(name)] if name in LOCALIZED_CLASSES else None
+        gray = explanation.gray[row]
+        if mask is not None and mask.shape != gray.shape:
+            from scipy import ndimage
+
+            mask = ndimage.zoom(mask.astype(np.uint8), np.array(gray.shape) / mask.shape, order=0).astype(bool)
+        overlay_heatmap(axis, gray, heatmaps[row, index], mask=mask, signed=signed,
+                        title=f"{name}\n{kind}, p={explanation.probabilities[row, index]:.2f}")
+    return figure
+
+
+def rules_comparison_figure(explanation, maps_by_rule: dict, instances, *, title: str = ""):
+    """One row per LRP rule, one column per instance: how the rule changes the same explanation."""
+    from .labels import CLASSES
+
+    rules = list(maps_by_rule)
+    figure, axes = plt.subplots(len(rules), len(instances), figsize=(2.1 * len(instances), 2.2 * len(rules)),
+                                squeeze=False)
+    for row_index, rule in enumerate(rules):
+        for column, (row, name, kind) in enumerate(instances):
+            overlay_heatmap(axes[row_index, column], explanation.gray[row],
+                            maps_by_rule[rule][row, CLASSES.index(name)], signed=True,
+                            title=f"{name}, {kind}" if row_index == 0 else "")
+        axes[row_index, 0].set_ylabel(rule, fontsize=9)
+    figure.suptitle(title or "LRP rules on the same instances (red: evidence for the class, blue: against)")
     figure.tight_layout()
     return figure

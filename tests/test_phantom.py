@@ -54,7 +54,9 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(dataset, tmp_p
     write_dataset(other, sizes=SIZES, seed=4, settings=SMALL)
     first = f"{DATASET_FOLDER}/train/patient00001/study1/view1_frontal.png"
     assert (dataset / first).read_bytes() != (other / first).read_bytes()
-    assert (dataset / DATASET_FOLDER / "train.csv").read_bytes() != (other / DATASET_FOLDER / "train.csv").read_bytes()
+    assert (dataset / DATASET_FOLDER / "train.csv").read_bytes() != (
+        other / DATASET_FOLDER / "train.csv"
+    ).read_bytes()
 
 
 def test_case_does_not_depend_on_how_many_were_generated():
@@ -88,7 +90,9 @@ def test_written_rle_decodes_to_the_generated_masks(dataset):
         assert set(entry) == set(CHEXLOCALIZE_TASK_NAMES.values())
         for name, task in CHEXLOCALIZE_TASK_NAMES.items():
             rle = entry[task]
-            decoded = coco_mask.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")}).astype(bool)
+            decoded = coco_mask.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")}).astype(
+                bool
+            )
             expected = case.masks.get(name, np.zeros((64, 64), dtype=bool))
             assert np.array_equal(decoded, expected), (index, name)
             assert decoded.any() == (float(row[name]) == 1.0)

@@ -374,6 +374,9 @@ def make_composite(
 # --------------------------------------------------------------------------- class-batched engine
 
 
+_MAX_POOL = object()  # marks a replayed max pool (relevance follows its gradient)
+
+
 @dataclass
 class _Layer:
     """One hooked layer: its rule and what the recording forward saw."""
@@ -401,6 +404,11 @@ class _Replay(torch.autograd.Function):
         layer: _Layer = ctx.layer
         if isinstance(layer.rule, Pass):
             relevance = grad
+        elif layer.rule is _MAX_POOL:  # the gradient of max pooling: to each window's maximum
+            indices = layer.records[ctx.index][2].repeat(layer.n_classes, 1, 1, 1)
+            relevance = grad.new_zeros(ctx.input_shape).flatten(2)
+            relevance.scatter_add_(2, indices.flatten(2), grad.flatten(2))
+            relevance = relevance.view(ctx.input_shape)
         else:
             relevance = _rule_backward(layer, ctx.index, grad)
         if relevance.shape != ctx.input_shape:
@@ -506,12 +514,24 @@ def relevance(
                 continue
             forward = module.forward  # the (possibly canonized) forward in place now
             layers.append(_Layer(module, rule, forward, []))
+        # unhooked max pools (zennit: plain gradient) are replayed too, with recorded indices
+        for name, module in model.named_modules():
+            parts = name.split(".") if name else []
+            if type(module) is nn.MaxPool2d and not any(".".join(parts[:k]) in mapped for k in range(len(parts) + 1)):
+                layers.append(_Layer(module, _MAX_POOL, module.forward, []))
 
         def recorder(layer: _Layer):
             def hook(module: nn.Module, args: tuple, output: object) -> None:
                 if len(args) != 1 or not isinstance(args[0], torch.Tensor) or not isinstance(output, torch.Tensor):
                     raise ValueError(f"LRP layer {type(module).__name__} must map one tensor to one tensor")
-                layer.records.append((args[0].detach(), output.detach()))
+                record = (args[0].detach(), output.detach())
+                if layer.rule is _MAX_POOL:
+                    m = module
+                    _, indices = torch.nn.functional.max_pool2d(
+                        record[0], m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, return_indices=True
+                    )
+                    record = (*record, indices)
+                layer.records.append(record)
 
             return hook
 

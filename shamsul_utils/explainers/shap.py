@@ -89,6 +89,7 @@ def explain_segments(
     with warnings.catch_warnings():  # shap's import warns about matplotlib colormap API changes
         warnings.simplefilter("ignore", PendingDeprecationWarning)
         import shap
+    from threadpoolctl import threadpool_limits
 
     device, dtype = model_device(model), model_dtype(model)
     unit = unnormalise(image[None], mean, std)[0]
@@ -128,7 +129,10 @@ def explain_segments(
                 return end_outputs[1:].copy()
         return predict(coalitions)
 
-    with _seeded_global_numpy(seed):
+    # One BLAS thread for shap's small least-squares problems (a 2 nsamples x M lasso path per
+    # class): multi-threaded BLAS made them up to 8x slower on a busy 2-core machine. The model
+    # (torch) keeps its own threads.
+    with _seeded_global_numpy(seed), threadpool_limits(1, user_api="blas"):
         explainer = shap.KernelExplainer(model_function, ends[:1])
         values = explainer.shap_values(ends[1:], nsamples=nsamples, l1_reg=l1_reg, silent=True)
     values = np.asarray(values, dtype=np.float64).reshape(num_segments, len(classes))

@@ -1,0 +1,170 @@
+"""The study's shared steps: the explanation set, and cached runs of each explainer on it.
+
+Notebooks 03-10 all work on the same **explanation set**: a seeded, stratified selection of
+test images (for each localised class, single-label and multi-label positives, then other
+images up to ``explain.n_images``), chosen by :func:`shamsul_utils.datasets.select_examples`.
+Each explainer's heatmaps for that set are computed once, cached by
+:class:`shamsul_utils.store.HeatmapStore` and read back by the evaluation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import datasets
+from .config import Profile
+from .labels import CLASSES, LOCALIZED_CLASSES
+from .models import load_trained_model
+from .store import HeatmapStore, model_fingerprint
+from .training import load_predictions
+
+__all__ = ["METHODS", "ExplanationSet", "explanation_set", "method_options", "explain_cached", "load_heatmaps",
+           "localised_indices", "showcase"]
+
+# Display name -> module name of shamsul_utils.explainers.
+METHODS: dict[str, str] = {"Grad-CAM": "gradcam", "LRP": "lrp", "LIME": "lime", "SHAP": "shap"}
+
+
+def localised_indices() -> list[int]:
+    """Positions of the 10 localised classes in :data:`CLASSES`."""
+    return [CLASSES.index(name) for name in LOCALIZED_CLASSES]
+
+
+@dataclass
+class ExplanationSet:
+    """The images every explainer explains, with what the evaluation needs about them.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        Rows of the test split (``cxr_id``, ``image_path``, labels).
+    images : torch.Tensor
+        ``[N, 3, S, S]`` ImageNet-normalised model inputs.
+    gray : numpy.ndarray
+        ``[N, S, S]`` float in [0, 1], for display.
+    labels, probabilities : numpy.ndarray
+        ``[N, 14]``: ground truth and the trained model's test predictions.
+    masks : numpy.ndarray
+        bool ``[N, 10, h, w]`` expert masks of the localised classes at the images' original size
+        (the size CheXlocalize scores at), or at ``S`` when original sizes differ.
+    """
+
+    table: pd.DataFrame
+    images: torch.Tensor
+    gray: np.ndarray
+    labels: np.ndarray
+    probabilities: np.ndarray
+    masks: np.ndarray
+
+    @property
+    def cxr_ids(self) -> list[str]:
+        return self.table["cxr_id"].tolist()
+
+    @property
+    def positive_findings(self) -> np.ndarray:
+        """Number of positive findings (No Finding excluded) per image."""
+        return self.labels[:, 1:].sum(1).astype(int)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+def explanation_set(profile: Profile) -> ExplanationSet:
+    """Select and load the explanation set of a profile (deterministic in ``profile.seed``)."""
+    split = datasets.read_split(profile, "test")
+    rows = datasets.select_examples(split, per_class=profile.explain.per_class, seed=profile.seed,
+                                    total=min(profile.explain.n_images, len(split)))
+    table = split.table.iloc[rows].reset_index(drop=True)
+    size = profile.model.input_size
+    gray = datasets.load_images(table["image_path"].tolist(), size)
+    predictions = load_predictions(profile, "test").set_index("cxr_id").loc[table["cxr_id"]]
+    try:
+        masks = datasets.masks_for(split, table["cxr_id"])
+    except datasets.DataError as error:
+        if "differ in size" not in str(error):
+            raise
+        masks = datasets.masks_for(split, table["cxr_id"], size=size)
+    return ExplanationSet(table=table, images=datasets.normalize(gray), gray=gray / 255.0,
+                          labels=table[list(CLASSES)].to_numpy(np.float32),
+                          probabilities=predictions[list(CLASSES)].to_numpy(np.float32), masks=masks)
+
+
+def method_options(profile: Profile, method: str, *, rule: str | None = None) -> tuple[str, dict]:
+    """The store name and keyword options of a method under a profile (paper values by default)."""
+    settings = profile.explain
+    if method == "gradcam":
+        return "gradcam", {}
+    if method == "lrp":
+        rule = rule or settings.lrp_rule
+        return f"lrp-{rule}", {"rule": rule}
+    if method == "lime":
+        return "lime", {"num_samples": settings.lime_samples, "seed": profile.seed, "hide_color": 0.0}
+    if method == "shap":
+        return "shap", {"nsamples": settings.shap_samples, "seed": profile.seed, "fill": settings.shap_fill}
+    raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS.values())}")
+
+
+def _explainer(method: str):
+    from .explainers import gradcam, lime, lrp, shap
+
+    return {"gradcam": gradcam, "lrp": lrp, "lime": lime, "shap": shap}[method].explain
+
+
+def explain_cached(profile: Profile, model: torch.nn.Module, explanation: ExplanationSet, method: str, *,
+                   rule: str | None = None, progress: bool = True) -> np.ndarray:
+    """Heatmaps ``[N, 14, S, S]`` of one method for the explanation set, computed only where not cached.
+
+    Images are explained a few at a time and each image's maps are stored as soon as they exist,
+    so a killed run loses at most one chunk.
+    """
+    name, options = method_options(profile, method, rule=rule)
+    store = HeatmapStore(profile.paths.heatmaps, name, options, model_fingerprint(model))
+    explain = _explainer(method)
+    batch_size = profile.explain.batch_size
+    chunk = 8 if method in ("gradcam", "lrp") else 1
+
+    def run(images: torch.Tensor) -> np.ndarray:
+        return explain(model, images.to(next(model.parameters()).device), batch_size=batch_size, **options)
+
+    return store.compute(explanation.cxr_ids, explanation.images, run, chunk=chunk, progress=progress)
+
+
+def load_heatmaps(profile: Profile, model: torch.nn.Module, explanation: ExplanationSet, method: str, *,
+                  rule: str | None = None) -> np.ndarray:
+    """The cached heatmaps of a method (one-line error naming the notebook to run when absent)."""
+    name, options = method_options(profile, method, rule=rule)
+    store = HeatmapStore(profile.paths.heatmaps, name, options, model_fingerprint(model))
+    missing = store.missing(explanation.cxr_ids)
+    if missing:
+        raise datasets.DataError(f"{len(missing)} of {len(explanation)} {name} heatmaps are missing "
+                                 f"(e.g. {missing[0]}); run the {name.split('-')[0]} notebook first")
+    return store.load_many(explanation.cxr_ids)
+
+
+def trained_model(profile: Profile):
+    """The selected model of notebook 02 (re-exported for the notebooks)."""
+    return load_trained_model(profile)
+
+
+def showcase(explanation: ExplanationSet, classes: tuple[str, ...] = ("Cardiomegaly", "Lung Opacity",
+                                                                      "Pleural Effusion", "Support Devices"),
+             ) -> list[tuple[int, str, str]]:
+    """Instances to show per class: a single-label positive, a multi-label positive and a negative.
+
+    Returns ``[(row, class name, kind)]`` with kind ``"single-label"``, ``"multi-label"`` or
+    ``"negative"``; the first instance of each kind in the explanation set (deterministic).
+    """
+    findings = explanation.positive_findings
+    chosen = []
+    for name in classes:
+        column = explanation.labels[:, CLASSES.index(name)] == 1
+        for kind, rows in (("single-label", np.flatnonzero(column & (findings == 1))),
+                           ("multi-label", np.flatnonzero(column & (findings > 1))),
+                           ("negative", np.flatnonzero(~column))):
+            if len(rows):
+                chosen.append((int(rows[0]), name, kind))
+    return chosen
