@@ -31,7 +31,8 @@ from .segmentation import heatmap_to_mask
 from .study import ExplanationSet, localised_indices
 
 __all__ = ["Localisation", "score_method", "per_pair_table", "summary_table", "overall_table",
-           "ranking_table", "by_label_count_table", "faithfulness_table", "sanity_table", "class_mean"]
+           "ranking_table", "by_label_count_table", "faithfulness_table", "sanity_table", "class_mean",
+           "sanity_analysis", "significance_instances", "shared_instance"]
 
 
 @dataclass
@@ -207,3 +208,61 @@ def sanity_table(method: str, trained: np.ndarray, randomised: np.ndarray, expla
     return pd.DataFrame({"method": method, "cxr_id": np.asarray(explanation.cxr_ids)[rows][images],
                          "class": np.asarray(LOCALIZED_CLASSES)[classes],
                          "spearman": similarity[images, classes]})
+
+
+def sanity_analysis(profile, model: torch.nn.Module, randomised: torch.nn.Module, explanation: ExplanationSet,
+                    heatmaps: dict[str, np.ndarray], rows: np.ndarray) -> pd.DataFrame:
+    """Run :func:`sanity_table` for every method: explain ``rows`` again with the randomised model.
+
+    LIME and SHAP (1000 model calls per image) use the first quarter of ``rows`` (at least 2).
+    The randomised model's maps are cached like any other (its weights are part of the key).
+    """
+    from .study import METHODS, explain_cached
+
+    tables = []
+    for name, method in METHODS.items():
+        subset = rows if method in ("gradcam", "lrp") else rows[:max(2, len(rows) // 4)]
+        random_maps = explain_cached(profile, randomised, explanation, method, rows=subset, progress=False)
+        tables.append(sanity_table(name, heatmaps[name][subset], random_maps, explanation, subset))
+    return pd.concat(tables, ignore_index=True)
+
+
+def significance_instances(scores: dict[str, Localisation], explanation: ExplanationSet,
+                           class_name: str) -> dict[str, list[tuple[int, str]]]:
+    """Per method: the best-IoU, the highest-probability and a multi-label instance of a class.
+
+    Only images whose expert mask of the class is non-empty are candidates. The multi-label
+    instance is the multi-label candidate with the median IoU (a typical case, not the best).
+    """
+    from .labels import CLASSES
+
+    column = LOCALIZED_CLASSES.index(class_name)
+    probability = explanation.probabilities[:, CLASSES.index(class_name)]
+    result = {}
+    for method, score in scores.items():
+        candidates = np.flatnonzero(score.gt_present[:, column])
+        if not len(candidates):
+            result[method] = []
+            continue
+        values = np.nan_to_num(score.iou[candidates, column])
+        chosen = [(int(candidates[values.argmax()]), "best IoU"),
+                  (int(candidates[probability[candidates].argmax()]), "highest probability")]
+        multi = candidates[explanation.positive_findings[candidates] > 1]
+        if len(multi):
+            multi_values = np.nan_to_num(score.iou[multi, column])
+            chosen.append((int(multi[np.argsort(multi_values)[len(multi) // 2]]), "multi-label"))
+        result[method] = chosen
+    return result
+
+
+def shared_instance(scores: dict[str, Localisation], explanation: ExplanationSet, class_name: str) -> int | None:
+    """One image for the all-methods grid: the most probable multi-label positive of the class
+    (a single-label one when there is none)."""
+    from .labels import CLASSES
+
+    column = LOCALIZED_CLASSES.index(class_name)
+    present = next(iter(scores.values())).gt_present[:, column]
+    probability = np.where(present, explanation.probabilities[:, CLASSES.index(class_name)], -1)
+    multi = np.where(explanation.positive_findings > 1, probability, -1)
+    best = multi if multi.max() >= 0 else probability
+    return int(best.argmax()) if best.max() >= 0 else None

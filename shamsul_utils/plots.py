@@ -40,6 +40,14 @@ __all__ = [
     "predictions_figure",
     "explanation_overlays_figure",
     "rules_comparison_figure",
+    "iou_boxplot_figure",
+    "methods_comparison_figure",
+    "ranking_figure",
+    "label_count_figure",
+    "faithfulness_figure",
+    "sanity_figure",
+    "significance_figure",
+    "methods_grid_figure",
 ]
 
 METHOD_COLORS = {"Grad-CAM": "#1b9e77", "LRP": "#d95f02", "LIME": "#7570b3", "SHAP": "#e7298a"}
@@ -361,5 +369,196 @@ def rules_comparison_figure(explanation, maps_by_rule: dict, instances, *, title
                             title=f"{name}, {kind}" if row_index == 0 else "")
         axes[row_index, 0].set_ylabel(rule, fontsize=9)
     figure.suptitle(title or "LRP rules on the same instances (red: evidence for the class, blue: against)")
+    figure.tight_layout()
+    return figure
+
+
+# ------------------------------------------------------------------------- evaluation (notebook 07)
+
+def iou_boxplot_figure(pairs, method: str, *, title: str = ""):
+    """The paper's per-class IoU box plot for one method: median solid, mean dashed.
+
+    ``pairs`` is :func:`shamsul_utils.evaluation.per_pair_table`; as in CheXlocalize's default,
+    only image-class pairs where both the expert mask and the segmentation are non-empty count.
+    """
+    from .labels import LOCALIZED_CLASSES
+
+    chosen = pairs[(pairs["method"] == method) & pairs["segmented"]]
+    data = [chosen.loc[chosen["class"] == name, "iou"].to_numpy() for name in LOCALIZED_CLASSES]
+    figure, axis = plt.subplots(figsize=(8, 3.6))
+    axis.boxplot(data, showmeans=True, meanline=True, widths=0.6,
+                 medianprops={"color": "black", "linestyle": "-"},
+                 meanprops={"color": METHOD_COLORS.get(method, "C0"), "linestyle": "--", "linewidth": 1.5},
+                 flierprops={"markersize": 3})
+    axis.set_xticks(np.arange(1, len(LOCALIZED_CLASSES) + 1),
+                    [f"{name}\n(n={len(values)})" for name, values in zip(LOCALIZED_CLASSES, data, strict=True)],
+                    rotation=35, ha="right", fontsize=7)
+    axis.set_ylim(0, 1)
+    axis.set_ylabel("IoU")
+    axis.set_title(title or f"{method}: IoU per class (median solid, mean dashed; true-positive pairs)")
+    figure.tight_layout()
+    return figure
+
+
+def methods_comparison_figure(summary, *, title: str = "Localisation per class and method (95 % bootstrap CI)"):
+    """Full-set mIoU and hit rate per class, the four methods side by side; chance hit rate marked."""
+    from .labels import LOCALIZED_CLASSES
+
+    methods = list(dict.fromkeys(summary["method"]))
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
+    positions = np.arange(len(LOCALIZED_CLASSES))
+    offsets = np.linspace(-0.27, 0.27, len(methods))
+    for axis, metric, label in ((axes[0], "miou_all", "mIoU (full set)"), (axes[1], "hit_rate", "hit rate")):
+        for offset, method in zip(offsets, methods, strict=True):
+            rows = summary[summary["method"] == method].set_index("class").loc[list(LOCALIZED_CLASSES)]
+            estimate = rows[metric].to_numpy()
+            errors = np.vstack([estimate - rows[f"{metric}_low"], rows[f"{metric}_high"] - estimate])
+            axis.errorbar(estimate, positions + offset, xerr=np.nan_to_num(errors), fmt="o", markersize=4,
+                          capsize=1.5, color=METHOD_COLORS.get(method), label=method)
+        axis.set_xlabel(label)
+        axis.set_xlim(0, 1)
+        axis.grid(axis="x", alpha=0.3)
+    chance = summary.drop_duplicates("class").set_index("class").loc[list(LOCALIZED_CLASSES), "chance_hit_rate"]
+    axes[1].scatter(chance, positions, marker="|", s=120, color="grey", label="chance (mask area)")
+    axes[0].set_yticks(positions, LOCALIZED_CLASSES, fontsize=8)
+    axes[0].invert_yaxis()
+    axes[1].legend(fontsize=7, frameon=False, loc="lower right")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def ranking_figure(ranking, *, title: str = "Paired differences between methods (95 % bootstrap CI)"):
+    """Forest plot of the paired bootstrap differences (method a minus method b)."""
+    figure, axes = plt.subplots(1, 2, figsize=(10, 0.35 * len(ranking) / 2 + 1.6), sharey=True)
+    for axis, metric, label in ((axes[0], "miou_all", "difference in mIoU (full set)"),
+                                (axes[1], "hit_rate", "difference in hit rate")):
+        rows = ranking[ranking["metric"] == metric].reset_index(drop=True)
+        positions = np.arange(len(rows))
+        estimate = rows["difference"].to_numpy()
+        errors = np.vstack([estimate - rows["low"], rows["high"] - estimate])
+        colours = ["black" if clear else "grey" for clear in rows["clear"]]
+        for position, value, error, colour in zip(positions, estimate, errors.T, colours, strict=True):
+            axis.errorbar(value, position, xerr=error[:, None], fmt="o", color=colour, capsize=2)
+        axis.axvline(0, color="grey", linestyle=":")
+        axis.set_xlabel(label)
+        axis.set_yticks(positions, [f"{a} - {b}" for a, b in zip(rows["method_a"], rows["method_b"], strict=True)],
+                        fontsize=8)
+    axes[0].invert_yaxis()
+    figure.suptitle(title + "; black: interval excludes 0")
+    figure.tight_layout()
+    return figure
+
+
+def label_count_figure(by_count, *, title: str = "Single- vs multi-label images"):
+    """Mean IoU (full set) and hit rate by the image's number of positive findings, per method."""
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.3))
+    for axis, metric, label in ((axes[0], "mean_iou", "mean IoU (full set)"), (axes[1], "hit_rate", "hit rate")):
+        for method, rows in by_count.groupby("method", sort=False):
+            axis.plot(rows["findings"], rows[metric], "o-", color=METHOD_COLORS.get(method), label=method)
+        axis.set_xlabel("positive findings in the image")
+        axis.set_ylabel(label)
+        axis.set_ylim(0, 1)
+    axes[0].legend(fontsize=7, frameon=False)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def faithfulness_figure(table, *, title: str = "Faithfulness: deletion (lower is better) and insertion (higher)"):
+    """Box plots of deletion and insertion AUC per method, with the random-order baseline."""
+    methods = list(dict.fromkeys(table["method"]))
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for axis, column in ((axes[0], "deletion_auc"), (axes[1], "insertion_auc")):
+        data = [table.loc[table["method"] == method, column].to_numpy() for method in methods]
+        parts = axis.boxplot(data, widths=0.55, patch_artist=True, medianprops={"color": "black"})
+        for patch, method in zip(parts["boxes"], methods, strict=True):
+            patch.set_facecolor(METHOD_COLORS.get(method, "#cccccc"))
+            patch.set_alpha(0.6)
+        axis.set_xticks(np.arange(1, len(methods) + 1), methods, fontsize=8)
+        axis.set_ylabel(column.replace("_", " ").replace("auc", "AUC"))
+        axis.set_ylim(0, 1)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def sanity_figure(table, *, title: str = "Model-parameter randomisation test (Adebayo et al. 2018)"):
+    """Spearman correlation between maps of the trained and the randomised model, per method."""
+    methods = list(dict.fromkeys(table["method"]))
+    figure, axis = plt.subplots(figsize=(5.5, 3.2))
+    data = [table.loc[table["method"] == method, "spearman"].dropna().to_numpy() for method in methods]
+    parts = axis.boxplot(data, widths=0.55, patch_artist=True, medianprops={"color": "black"})
+    for patch, method in zip(parts["boxes"], methods, strict=True):
+        patch.set_facecolor(METHOD_COLORS.get(method, "#cccccc"))
+        patch.set_alpha(0.6)
+    axis.set_xticks(np.arange(1, len(methods) + 1), methods)
+    axis.axhline(0, color="grey", linestyle=":")
+    axis.set_ylim(-1, 1)
+    axis.set_ylabel("Spearman rank correlation (|map|)")
+    axis.set_title(title + "\nnear 1: the map ignores the model", fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+# ---------------------------------------------------------------- medical significance (notebook 08)
+
+def _display_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    if mask.shape == shape:
+        return mask
+    rows = (np.arange(shape[0]) * mask.shape[0] / shape[0]).astype(int)
+    columns = (np.arange(shape[1]) * mask.shape[1] / shape[1]).astype(int)
+    return mask[rows][:, columns]
+
+
+def significance_figure(explanation, scores: dict, heatmaps: dict, instances: dict, class_name: str, *,
+                        title: str = ""):
+    """Rows: methods; columns: best-IoU, highest-probability, multi-label instance.
+
+    Expert mask outlined in blue, the method's segmentation in red; IoU and probability in the caption.
+    """
+    from .labels import CLASSES, LOCALIZED_CLASSES
+
+    column = LOCALIZED_CLASSES.index(class_name)
+    methods = list(instances)
+    width = max((len(items) for items in instances.values()), default=1)
+    figure, axes = plt.subplots(len(methods), width, figsize=(2.5 * width, 2.6 * len(methods)), squeeze=False)
+    for row_index, method in enumerate(methods):
+        for column_index in range(width):
+            axis = axes[row_index, column_index]
+            if column_index >= len(instances[method]):
+                axis.axis("off")
+                continue
+            row, kind = instances[method][column_index]
+            gray = explanation.gray[row]
+            score = scores[method]
+            overlay_heatmap(axis, gray, mask=_display_mask(explanation.masks[row, column], gray.shape),
+                            prediction=_display_mask(score.segmentations[row, column], gray.shape),
+                            title=f"{kind}\nIoU {np.nan_to_num(score.iou[row, column]):.2f}, "
+                                  f"p={explanation.probabilities[row, CLASSES.index(class_name)]:.2f}")
+        axes[row_index, 0].set_ylabel(method, fontsize=10)
+    figure.suptitle(title or f"{class_name}: expert mask (blue) and segmentation (red)")
+    figure.tight_layout()
+    return figure
+
+
+def methods_grid_figure(explanation, scores: dict, heatmaps: dict, row: int, class_name: str, *, title: str = ""):
+    """One image: the expert mask, then each method's heatmap with its segmentation (red)."""
+    from .labels import CLASSES, LOCALIZED_CLASSES
+
+    column = LOCALIZED_CLASSES.index(class_name)
+    class_index = CLASSES.index(class_name)
+    gray = explanation.gray[row]
+    mask = _display_mask(explanation.masks[row, column], gray.shape)
+    figure, axes = plt.subplots(1, len(scores) + 1, figsize=(2.5 * (len(scores) + 1), 2.9))
+    findings = ", ".join(name for name, value in zip(CLASSES[1:], explanation.labels[row, 1:], strict=True) if value)
+    overlay_heatmap(axes[0], gray, mask=mask, title="expert mask\n" + textwrap.fill(findings, 30))
+    for axis, (method, score) in zip(axes[1:], scores.items(), strict=True):
+        signed = method != "Grad-CAM"
+        overlay_heatmap(axis, gray, heatmaps[method][row, class_index], mask=mask, signed=signed,
+                        prediction=_display_mask(score.segmentations[row, column], gray.shape),
+                        title=f"{method}\nIoU {np.nan_to_num(score.iou[row, column]):.2f}")
+    figure.suptitle(title or f"{class_name}, p={explanation.probabilities[row, class_index]:.2f}: "
+                             "all methods on one image (blue: expert, red: segmentation)")
     figure.tight_layout()
     return figure

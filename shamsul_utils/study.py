@@ -108,29 +108,29 @@ def method_options(profile: Profile, method: str, *, rule: str | None = None) ->
     raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS.values())}")
 
 
-def _explainer(method: str):
-    from .explainers import gradcam, lime, lrp, shap
-
-    return {"gradcam": gradcam, "lrp": lrp, "lime": lime, "shap": shap}[method].explain
-
-
 def explain_cached(profile: Profile, model: torch.nn.Module, explanation: ExplanationSet, method: str, *,
-                   rule: str | None = None, progress: bool = True) -> np.ndarray:
+                   rule: str | None = None, rows: np.ndarray | None = None, progress: bool = True) -> np.ndarray:
     """Heatmaps ``[N, 14, S, S]`` of one method for the explanation set, computed only where not cached.
 
     Images are explained a few at a time and each image's maps are stored as soon as they exist,
-    so a killed run loses at most one chunk.
+    so a killed run loses at most one chunk. ``rows`` restricts the work to some images (the
+    result then has ``len(rows)`` entries). The cache key includes the model's weights, so a
+    randomised model (notebook 07's sanity check) gets its own entries.
     """
     name, options = method_options(profile, method, rule=rule)
     store = HeatmapStore(profile.paths.heatmaps, name, options, model_fingerprint(model))
-    explain = _explainer(method)
+    from .explainers import EXPLAINERS
+
+    explain = EXPLAINERS[method]
     batch_size = profile.explain.batch_size
     chunk = 8 if method in ("gradcam", "lrp") else 1
 
     def run(images: torch.Tensor) -> np.ndarray:
         return explain(model, images.to(next(model.parameters()).device), batch_size=batch_size, **options)
 
-    return store.compute(explanation.cxr_ids, explanation.images, run, chunk=chunk, progress=progress)
+    rows = np.arange(len(explanation)) if rows is None else np.asarray(rows)
+    return store.compute([explanation.cxr_ids[row] for row in rows], explanation.images[rows], run, chunk=chunk,
+                         progress=progress)
 
 
 def load_heatmaps(profile: Profile, model: torch.nn.Module, explanation: ExplanationSet, method: str, *,

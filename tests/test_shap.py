@@ -116,6 +116,8 @@ def test_deterministic_batched_seed_local(model, images):
         ({"nsamples": 0}, "nsamples"),
         ({"fill": "white"}, "fill"),
         ({"seed": None}, "seed"),
+        ({"l1_reg": "lasso"}, "l1_reg"),
+        ({"nsamples": 5}, "too small"),
     ],
 )
 def test_bad_input_raises_value_error(model, kwargs, message):

@@ -108,7 +108,9 @@ def layer_maps(
             selected, activation, cotangents, is_grads_batched=True, allow_unused=True
         )
         if grads is None:
-            grads = torch.zeros((n_classes, *activation.shape), dtype=activation.dtype, device=activation.device)
+            grads = torch.zeros(
+                (n_classes, *activation.shape), dtype=activation.dtype, device=activation.device
+            )
     with torch.no_grad():
         spatial = tuple(range(3, grads.ndim))
         alphas = grads.mean(dim=spatial, keepdim=True)  # [C, N, K, 1, 1]

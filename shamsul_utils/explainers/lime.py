@@ -184,11 +184,14 @@ def explain(
 
     * the perturbed images are built in torch ``batch_size`` at a time (lime builds each on
       the CPU with a Python loop over segments); all classes come from the same model calls and
-      one multi-target ridge solve (lime's ``local_exp`` per label is the same solve);
-    * the image passed to quickshift is the [0, 1] RGB image, clipped to [0, 1].
+      one multi-target ridge solve (lime's ``local_exp`` per label is the same solve); the
+      batches are in ``channels_last`` memory format (same values, faster convolutions on CPU);
+    * quickshift sees the [0, 1] RGB image clipped to [0, 1] (the test gives lime the same).
 
-    LIME's ``num_features`` selection is not exposed: with lime's default (100000) every
-    superpixel is kept, which is what this function does.
+    Deviations from the paper that lime (and so SHAMSUL) already makes: the paper's K-Lasso
+    keeps K features; ``explain_instance``'s ``num_features=100000`` keeps every superpixel and
+    fits a ridge, which this function does (``num_features`` is not exposed). The distance is
+    lime_image's plain cosine distance (lime_text scales it by 100; lime_image does not).
 
     References
     ----------

@@ -12,6 +12,7 @@ and returns every class from the same model calls.
 from __future__ import annotations
 
 import contextlib
+import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 
@@ -66,6 +67,12 @@ def _seeded_global_numpy(seed: int) -> Iterator[None]:
         np.random.set_state(state)
 
 
+def _valid_l1_reg(l1_reg: object) -> bool:
+    if isinstance(l1_reg, str):
+        return l1_reg in ("aic", "bic", "auto") or bool(re.fullmatch(r"num_features\(\d+\)", l1_reg))
+    return isinstance(l1_reg, (bool, int, float)) and (isinstance(l1_reg, bool) or l1_reg >= 0)
+
+
 def explain_segments(
     model: nn.Module,
     image: torch.Tensor,
@@ -104,6 +111,13 @@ def explain_segments(
             )
         segments = relabel_segments(segments)
     num_segments = int(segments.max()) + 1
+    evaluated = min(nsamples, 2**num_segments - 2) if num_segments <= 30 else nsamples
+    if l1_reg in ("aic", "bic", "auto") and num_segments > 1 and 2 * evaluated <= num_segments + 1:
+        # shap's LassoLarsIC needs more rows (2 per sample) than columns; say so in one line
+        raise ValueError(
+            f"nsamples={nsamples} is too small for l1_reg={l1_reg!r} with {num_segments} segments; "
+            f"use nsamples > {(num_segments + 1) // 2} or l1_reg=False"
+        )
 
     normalised_fill = (fill_image(fill, unit) - np.asarray(mean)) / np.asarray(std)
     fill_t = torch.from_numpy(normalised_fill.transpose(2, 0, 1)).to(device, dtype)
@@ -220,7 +234,10 @@ def explain(
     * The images are built in torch, ``batch_size`` at a time, inside the model function that
       shap calls with the coalition matrix; ``f(all hidden)`` and ``f(image)`` are computed in
       one call and served from a cache. Same numbers as the plain use of shap
-      (``tests/test_shap.py``), at the cost of about ``nsamples + 2`` forward passes.
+      (``tests/test_shap.py``), at the cost of about ``nsamples + 2`` forward passes. The
+      batches are in ``channels_last`` memory format (same values, faster convolutions on CPU).
+    * shap's small least-squares problems run with one BLAS thread (threadpoolctl); they were
+      up to 8x slower with multi-threaded BLAS on a busy 2-core machine.
 
     References
     ----------
@@ -249,6 +266,8 @@ def explain(
         raise ValueError(f"fill must be one of {_FILLS} or a number, got {fill!r}")
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise ValueError(f"seed must be an int, got {seed!r}")
+    if not _valid_l1_reg(l1_reg):
+        raise ValueError(f"l1_reg must be 'aic', 'bic', 'num_features(k)', a number or False, got {l1_reg!r}")
     height, width = images.shape[2:]
     maps = np.empty((images.shape[0], len(classes), height, width), dtype=np.float32)
     with evaluation_mode(model):
