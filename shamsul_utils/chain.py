@@ -90,8 +90,9 @@ def run_chain(profile_name: str, *, start: str | None = None, only: Sequence[str
             )
         except PapermillExecutionError as error:
             first_line = str(error.evalue).splitlines()[0] if error.evalue else ""
+            shown = output.relative_to(REPOSITORY_ROOT) if output.is_relative_to(REPOSITORY_ROOT) else output
             raise ChainError(f"notebook {name} failed in cell {error.exec_count}: {error.ename}: {first_line} "
-                             f"(executed copy: {output.relative_to(REPOSITORY_ROOT)})") from None
+                             f"(executed copy: {shown})") from None
         seconds = time.perf_counter() - started
         timings.append((name, seconds))
         print(f"[chain] {profile.name}: {name} done in {seconds:.0f} s", flush=True)

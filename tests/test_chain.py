@@ -1,0 +1,106 @@
+"""The notebook chain end to end on the smoke profile: complete, deterministic, resumable after a kill."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shamsul_utils.chain import available_notebooks, run_chain
+from shamsul_utils.config import REPOSITORY_ROOT
+
+pytestmark = pytest.mark.slow
+
+TABLES = ("classification.csv", "localisation_by_class.csv", "localisation_overall.csv", "localisation_pairs.csv",
+          "ranking.csv", "by_label_count.csv", "faithfulness.csv", "sanity.csv")
+
+
+def _run(runs: Path, monkeypatch) -> Path:
+    monkeypatch.setenv("SHAMSUL_RUNS", str(runs))
+    run_chain("smoke")
+    return runs / "smoke"
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        return _run(tmp_path_factory.mktemp("first"), monkeypatch)
+
+
+def test_chain_runs_every_notebook_and_writes_every_figure(first_run):
+    executed = sorted(path.stem for path in (first_run / "notebooks").glob("*.ipynb"))
+    assert executed == sorted(available_notebooks())
+    figures = {path.name for path in (first_run / "figures").glob("*.png")}
+    for prefix in ("01_gallery", "02_performance", "03_gradcam_instances", "04_lrp_rules", "05_lime_instances",
+                   "06_shap_instances", "07_iou_boxplot_gradcam", "07_ranking", "07_faithfulness"):
+        assert f"{prefix}.png" in figures
+    for table in TABLES:
+        assert (first_run / "tables" / table).is_file(), table
+    timings = pd.read_csv(first_run / "chain_timings.csv")
+    assert list(timings["notebook"]) == available_notebooks()
+
+
+def test_same_seed_gives_identical_metric_tables(first_run, tmp_path, monkeypatch):
+    second = _run(tmp_path, monkeypatch)
+    for table in TABLES:
+        assert (first_run / "tables" / table).read_bytes() == (second / "tables" / table).read_bytes(), table
+
+
+def test_killed_explainer_resumes_without_recomputing(first_run, tmp_path):
+    lime_stores = list((first_run / "heatmaps" / "lime").iterdir())
+    reference_store = max(lime_stores, key=lambda path: len(list(path.glob("*.npz"))))
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    subprocess.run(["cp", "-r", str(first_run), str(runs / "smoke")], check=True)
+    store = runs / "smoke" / reference_store.relative_to(first_run)
+    for path in store.glob("*.npz"):
+        path.unlink()
+    environment = {**os.environ, "SHAMSUL_RUNS": str(runs)}
+    command = [sys.executable, "-m", "shamsul_utils.chain", "--profile", "smoke", "--only", "05"]
+    process = subprocess.Popen(command, cwd=REPOSITORY_ROOT, env=environment, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while len(list(store.glob("*.npz"))) < 2 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = {path.name: path.stat().st_mtime_ns for path in store.glob("*.npz")}
+    total = len(list(reference_store.glob("*.npz")))
+    assert 2 <= len(finished) < total, "the kill should land in the middle of the notebook"
+    for path in store.glob("*.npz"):
+        with np.load(path) as content:  # every file there is complete
+            assert content["heatmap"].ndim == 3
+
+    subprocess.run(command, cwd=REPOSITORY_ROOT, env=environment, check=True, capture_output=True)
+    after = {path.name: path.stat().st_mtime_ns for path in store.glob("*.npz")}
+    assert len(after) == total
+    assert all(after[name] == mtime for name, mtime in finished.items()), "finished heatmaps were recomputed"
+    assert not list(store.glob("*.tmp"))
+    for path in store.glob("*.npz"):
+        with np.load(path) as resumed, np.load(reference_store / path.name) as reference:
+            assert np.array_equal(resumed["heatmap"], reference["heatmap"])
+
+
+def test_a_failing_notebook_stops_the_chain_with_its_name_and_cell(tmp_path, monkeypatch):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from shamsul_utils import chain
+
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    for name, source in (("01_data_preparation", "x = 1"), ("02_training", "raise ValueError('bad input.csv')")):
+        notebook = new_notebook(cells=[new_code_cell('profile: str = "smoke"  # profile'), new_code_cell(source)])
+        notebook.cells[0].metadata["tags"] = ["parameters"]
+        notebook.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+        nbformat.write(notebook, folder / f"{name}.ipynb")
+    monkeypatch.setattr(chain, "NOTEBOOK_FOLDER", folder)
+    monkeypatch.setenv("SHAMSUL_RUNS", str(tmp_path / "runs"))
+    assert chain.main(["--profile", "smoke"]) == 1
+    with pytest.raises(chain.ChainError, match=r"notebook 02_training failed in cell \d+: ValueError: bad input.csv"):
+        chain.run_chain("smoke")

@@ -1,0 +1,55 @@
+"""The heatmap store: keyed by what made the maps, atomic, resumable, loud about corrupt files."""
+
+import numpy as np
+import pytest
+import torch
+
+from shamsul_utils.errors import DataError
+from shamsul_utils.models import build_model
+from shamsul_utils.store import HeatmapStore, model_fingerprint
+
+
+def test_key_depends_on_method_options_and_model(tmp_path):
+    first = HeatmapStore(tmp_path, "lime", {"num_samples": 1000}, "model-a")
+    assert HeatmapStore(tmp_path, "lime", {"num_samples": 1000}, "model-a").folder == first.folder
+    assert HeatmapStore(tmp_path, "lime", {"num_samples": 100}, "model-a").folder != first.folder
+    assert HeatmapStore(tmp_path, "lime", {"num_samples": 1000}, "model-b").folder != first.folder
+
+
+def test_model_fingerprint_follows_the_weights():
+    torch.manual_seed(0)
+    model = build_model("densenet_small", block_config=(1, 1, 1), growth_rate=4)
+    fingerprint = model_fingerprint(model)
+    assert model_fingerprint(model.to(memory_format=torch.channels_last)) == fingerprint
+    with torch.no_grad():
+        model.classifier.bias[0] += 1e-3
+    assert model_fingerprint(model) != fingerprint
+
+
+def test_compute_only_what_is_missing(tmp_path):
+    store = HeatmapStore(tmp_path, "fake", {}, "m")
+    images = torch.arange(5, dtype=torch.float32).view(5, 1, 1, 1).expand(5, 3, 2, 2)
+    calls = []
+
+    def explain(batch):
+        calls.append(len(batch))
+        return batch[:, :2].numpy() * 10
+
+    ids = [f"image{index}" for index in range(5)]
+    store.save("image3", np.full((2, 2, 2), -1, np.float32))  # a result from an earlier, interrupted run
+    maps = store.compute(ids, images, explain, chunk=2, progress=False)
+    assert calls == [2, 2]
+    assert maps.shape == (5, 2, 2, 2)
+    assert maps[3].min() == -1, "a stored map is reused, not recomputed"
+    assert np.allclose(maps[4], 40)
+    assert store.compute(ids, images, explain, progress=False).shape == (5, 2, 2, 2)
+    assert calls == [2, 2], "a rerun computes nothing"
+
+
+def test_corrupt_or_missing_file_is_one_clear_line(tmp_path):
+    store = HeatmapStore(tmp_path, "fake", {}, "m")
+    store.path("broken").write_bytes(b"half a zip file")
+    with pytest.raises(DataError, match="corrupt heatmap file"):
+        store.load("broken")
+    with pytest.raises(DataError, match="no stored heatmap"):
+        store.load("absent")
