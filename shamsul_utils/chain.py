@@ -19,7 +19,6 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from .config import REPOSITORY_ROOT, load_profile
 from .errors import DataError

@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from .errors import DataError
+from .labels import CLASSES
 
 __all__ = [
     "REPOSITORY_ROOT",
@@ -35,6 +36,7 @@ __all__ = [
     "TrainingConfig",
     "ExplainConfig",
     "EvaluationConfig",
+    "ShortcutConfig",
     "RunPaths",
     "Profile",
     "load_profile",
@@ -122,6 +124,25 @@ class EvaluationConfig:
 
 
 @dataclass(frozen=True)
+class ShortcutConfig:
+    """The known-shortcut experiment (notebook 10): a chest drain that accompanies one finding.
+
+    The drain is drawn with probability ``train_with`` on images positive for ``finding`` and
+    ``train_without`` on the others in train, valid and the *confounded* test split; the *clean*
+    test split (the same patients) uses ``test_with`` / ``test_without``.
+    """
+
+    finding: str = "Pneumothorax"
+    train_with: float = 0.9
+    train_without: float = 0.05
+    test_with: float = 0.0
+    test_without: float = 0.0
+    sizes: dict[str, int] = field(default_factory=lambda: {"train": 1500, "valid": 300, "test": 300})
+    epochs: int = 0  # 0: the base profile's training.epochs
+    explain_images: int = 12  # positive, drain-bearing test images explained by every method
+
+
+@dataclass(frozen=True)
 class RunPaths:
     """Every artefact location of a run, all under ``runs/<profile>/``."""
 
@@ -170,6 +191,7 @@ class Profile:
     evaluation: EvaluationConfig
     publish_figures: bool = False  # also write figures to the repository's figures/
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
+    shortcut: ShortcutConfig = field(default_factory=ShortcutConfig)
 
     @property
     def paths(self) -> RunPaths:
@@ -304,5 +326,13 @@ def _validate(profile: Profile, where: str) -> None:
     for split in ("train", "valid", "test"):
         if split not in profile.data.splits:
             raise DataError(f"{where}: data.splits needs a {split!r} entry")
+    shortcut = profile.shortcut
+    if shortcut.finding not in CLASSES[1:]:
+        raise DataError(f"{where}: shortcut.finding is {shortcut.finding!r}; expected a CheXpert finding")
+    for key in ("train_with", "train_without", "test_with", "test_without"):
+        if not 0 <= getattr(shortcut, key) <= 1:
+            raise DataError(f"{where}: shortcut.{key} is {getattr(shortcut, key)}; expected a probability in [0, 1]")
+    if set(shortcut.sizes) != {"train", "valid", "test"} or min(shortcut.sizes.values()) < 1:
+        raise DataError(f"{where}: shortcut.sizes needs positive train, valid and test counts, got {shortcut.sizes}")
     if profile.data.source == "chexpert" and not profile.data.root:
         raise DataError(f"{where}: the chexpert source needs data.root (or DATA_DIR=/path/to/data)")

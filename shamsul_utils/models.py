@@ -9,7 +9,6 @@ BatchNorm, transitions) as on DenseNet121.
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 

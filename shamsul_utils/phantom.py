@@ -100,7 +100,7 @@ __all__ = [
     "csv_columns",
 ]
 
-PHANTOM_VERSION = "1.0"
+PHANTOM_VERSION = "1.1"
 DATASET_FOLDER = "CheXpert-v1.0-phantom"
 CONFOUNDER = "Confounder"
 _SPLIT_ORDER = ("train", "valid", "test")
@@ -369,10 +369,10 @@ def _sample_anatomy(
     diaphragm_left = diaphragm_right + 0.012 + 0.025 * draws[4]
     widening = 0.0
     if "Enlarged Cardiomediastinum" in findings:
-        widening = 0.012 + settings.contrast * 0.035 * findings["Enlarged Cardiomediastinum"]
-    ratio = 0.39 + 0.09 * draws[5]
+        widening = 0.004 + settings.contrast * 0.026 * findings["Enlarged Cardiomediastinum"]
+    ratio = 0.40 + 0.10 * draws[5]
     if "Cardiomegaly" in findings:
-        ratio = 0.515 + settings.contrast * 0.11 * findings["Cardiomegaly"]
+        ratio = 0.505 + settings.contrast * 0.08 * findings["Cardiomegaly"]
     heart_width = min(ratio, 0.8) * 2 * thorax_width * (1.03 if view == "AP" else 1.0)
     bulge = 0.6 + 0.08 * draws[6]
     heart_half_height = 0.14 + 0.03 * draws[7] + 0.2 * max(0.0, ratio - 0.5)
@@ -635,7 +635,7 @@ def _draw_edema(scene: _Scene, severity: float, settings: PhantomSettings, rng) 
     haze *= _F(0.75) + _F(0.25) * smooth_noise(rng, scene.size, 12)
     field = np.clip((haze - _F(0.33)) / _F(0.67), 0.0, 1.0)
     support = (field > 0) & (scene.lung_margin > 0)
-    amplitude = settings.contrast * (0.14 + 0.08 * severity)
+    amplitude = settings.contrast * (0.09 + 0.07 * severity)
     scene.density += _F(amplitude) * field * scene.lung * support
     scene.vessel_blur = max(scene.vessel_blur, 0.5 + 0.5 * severity)
     return support
@@ -713,7 +713,7 @@ def _draw_pneumothorax(scene: _Scene, severity: float, settings: PhantomSettings
 def _draw_pleural_effusion(scene: _Scene, severity: float, settings: PhantomSettings, rng) -> np.ndarray:
     anatomy = scene.anatomy
     side = 1.0 if rng.random() < 0.5 else -1.0
-    height = settings.lesion_scale * (0.01 + 0.08 * severity)
+    height = settings.lesion_scale * (0.005 + 0.07 * severity)
     rise = settings.lesion_scale * (0.04 + 0.12 * severity)
     relative = np.clip(scene.distance / _F(anatomy.thorax_width), 0.0, 1.0)
     floor = anatomy.diaphragm(scene.distance, scene.side)
@@ -722,7 +722,7 @@ def _draw_pleural_effusion(scene: _Scene, severity: float, settings: PhantomSett
     depth = scene.v - meniscus
     support = hemithorax & (depth > 0)
     shape = smoothstep(0.0, 0.03, depth) * scene.lung * support
-    amplitude = settings.contrast * (0.2 + 0.12 * severity)
+    amplitude = settings.contrast * (0.14 + 0.10 * severity)
     scene.density += _F(amplitude) * shape
     scene.vessel_gain *= _F(1.0) - shape
     return support & (shape > 0)

@@ -17,8 +17,8 @@ import torch
 
 from . import datasets
 from .config import Profile
+from .errors import DataError
 from .labels import CLASSES, LOCALIZED_CLASSES
-from .models import load_trained_model
 from .store import HeatmapStore, model_fingerprint
 from .training import load_predictions
 
@@ -84,7 +84,7 @@ def explanation_set(profile: Profile) -> ExplanationSet:
     predictions = load_predictions(profile, "test").set_index("cxr_id").loc[table["cxr_id"]]
     try:
         masks = datasets.masks_for(split, table["cxr_id"])
-    except datasets.DataError as error:
+    except DataError as error:
         if "differ in size" not in str(error):
             raise
         masks = datasets.masks_for(split, table["cxr_id"], size=size)
@@ -140,14 +140,9 @@ def load_heatmaps(profile: Profile, model: torch.nn.Module, explanation: Explana
     store = HeatmapStore(profile.paths.heatmaps, name, options, model_fingerprint(model))
     missing = store.missing(explanation.cxr_ids)
     if missing:
-        raise datasets.DataError(f"{len(missing)} of {len(explanation)} {name} heatmaps are missing "
+        raise DataError(f"{len(missing)} of {len(explanation)} {name} heatmaps are missing "
                                  f"(e.g. {missing[0]}); run the {name.split('-')[0]} notebook first")
     return store.load_many(explanation.cxr_ids)
-
-
-def trained_model(profile: Profile):
-    """The selected model of notebook 02 (re-exported for the notebooks)."""
-    return load_trained_model(profile)
 
 
 def showcase(explanation: ExplanationSet, classes: tuple[str, ...] = ("Cardiomegaly", "Lung Opacity",

@@ -5,12 +5,19 @@ import json
 import numpy as np
 import pytest
 import torch
+from chexpert_fixture import build_chexpert_fixture
 from PIL import Image
 
-from chexpert_fixture import build_chexpert_fixture
 from shamsul_utils.chexlocalize import encode_mask, read_segmentations
-from shamsul_utils.datasets import (ImageDataset, SplitData, denormalize, load_image, masks_for, normalize,
-                                    read_chexpert_csv)
+from shamsul_utils.datasets import (
+    ImageDataset,
+    SplitData,
+    denormalize,
+    load_image,
+    masks_for,
+    normalize,
+    read_chexpert_csv,
+)
 from shamsul_utils.errors import DataError
 from shamsul_utils.labels import CLASSES, LOCALIZED_CLASSES
 
