@@ -200,15 +200,16 @@ class ExplorerView:
 
         from . import plots
 
-        figure, axes = plt.subplots(1, 4, figsize=(11, 3.6), gridspec_kw={"width_ratios": [1, 1, 1, 1.2]})
+        figure, axes = plt.subplots(1, 4, figsize=(11.5, 3.6), gridspec_kw={"width_ratios": [1, 1, 1, 1.1]})
         truth = self.ground_truth if self.ground_truth is not None and self.ground_truth.any() else None
         scores = self.summary().split(": ", 1)[1]
         threshold = "Otsu" if self.threshold == "otsu" else f"{self.threshold:.2f}"
-        plots.overlay_heatmap(axes[0], self.image, mask=truth, title=textwrap.fill(self.title, 40))
+        plots.overlay_heatmap(axes[0], self.image, mask=truth,
+                              title=textwrap.fill(self.title, 36) + "\nexpert mask (blue)")
         plots.overlay_heatmap(axes[1], self.image, self.heatmap, signed=self.method != "Grad-CAM",
-                              title=f"{self.method}: {self.class_name}\np = {self.probability:.2f}")
+                              title=f"{self.method}: {textwrap.shorten(self.class_name, 26)}\np = {self.probability:.2f}")
         plots.overlay_heatmap(axes[2], self.image, mask=truth, prediction=self.segmentation,
-                              title=f"segmentation (red) at {threshold}, expert (blue)\n{scores}")
+                              title=f"segmentation (red), {threshold}\n{scores}")
         table = self.probabilities.iloc[::-1]
         colours = ["#d95f02" if name == self.class_name else "#7570b3" if label == 1 else "#bbbbbb"
                    for name, label in zip(table["class"], table["label"].fillna(0), strict=True)]
@@ -216,7 +217,7 @@ class ExplorerView:
         axes[3].set_xlim(0, 1)
         axes[3].tick_params(labelsize=7)
         axes[3].set_title("probabilities (orange: chosen class,\npurple: labelled positive)", fontsize=8)
-        figure.tight_layout(w_pad=0.5)
+        figure.tight_layout(w_pad=1.5)
         return figure
 
     def png(self) -> bytes:
