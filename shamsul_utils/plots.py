@@ -50,6 +50,7 @@ __all__ = [
     "methods_grid_figure",
 ]
 
+MAX_PIXELS = 600_000  # a figure is saved at 110 dpi, or less when that would exceed this many pixels
 METHOD_COLORS = {"Grad-CAM": "#1b9e77", "LRP": "#d95f02", "LIME": "#7570b3", "SHAP": "#e7298a"}
 plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 110, "axes.spines.top": False,
                      "axes.spines.right": False, "font.size": 9})
@@ -61,6 +62,9 @@ def _slug(text: str) -> str:
 
 def save_figure(figure, slug: str, *, notebook: str, profile: Profile, title: str = "") -> Path:
     """Save a figure as ``<NN>_<slug>.png`` for the notebook ``NN_...`` that made it.
+
+    PNG at 110 dpi, lowered for large figures so that none exceeds :data:`MAX_PIXELS` pixels
+    (image grids of noisy radiographs compress poorly; the repository keeps every figure).
 
     Parameters
     ----------
@@ -86,7 +90,9 @@ def save_figure(figure, slug: str, *, notebook: str, profile: Profile, title: st
         raise ValueError(f"notebook name must start with its number, e.g. '01_data_preparation', got {notebook!r}")
     name = f"{number}_{_slug(slug)}.png"
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    width, height = figure.get_size_inches()
+    dpi = min(110.0, (MAX_PIXELS / (width * height)) ** 0.5)  # keep committed figures small
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
     plt.close(figure)
     targets = [profile.paths.figures / name]
     if profile.publish_figures:

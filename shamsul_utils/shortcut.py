@@ -47,6 +47,8 @@ __all__ = [
     "CONFOUNDER",
     "REGIONS",
     "REGION_COLORS",
+    "SHORTCUT_MODEL",
+    "CONTROL_MODEL",
     "ShortcutSplit",
     "shortcut_profile",
     "clean_profile",
@@ -59,6 +61,7 @@ __all__ = [
     "explanation_rows",
     "explanation_subset",
     "explain_methods",
+    "control_heatmaps",
     "attribution_shares",
     "shares_for_methods",
     "share_summary",
@@ -73,6 +76,8 @@ CONFOUNDER = "Confounder"
 REGIONS: tuple[str, ...] = ("confounder", "lesion", "overlap", "rest")
 REGION_COLORS = {"confounder": "#e6b800", "lesion": "#1a66ff", "overlap": "#2ca25f", "rest": "#999999"}
 _SPLITS = ("train", "valid", "test")
+SHORTCUT_MODEL = "shortcut-trained"
+CONTROL_MODEL = "normal (notebook 02)"
 
 
 # ----------------------------------------------------------------------------------- profiles
@@ -206,9 +211,9 @@ def trained_models(profile: Profile) -> dict[str, torch.nn.Module]:
     """The shortcut-trained model, and as a control the normal run's model when notebook 02 has trained it."""
     from .models import load_trained_model
 
-    models = {"shortcut-trained": load_trained_model(shortcut_profile(profile))[0]}
+    models = {SHORTCUT_MODEL: load_trained_model(shortcut_profile(profile))[0]}
     if (profile.paths.checkpoints / "best.pt").is_file():
-        models["normal (notebook 02)"] = load_trained_model(profile)[0]
+        models[CONTROL_MODEL] = load_trained_model(profile)[0]
     return models
 
 
@@ -310,6 +315,20 @@ def explain_methods(profile: Profile, model: torch.nn.Module, explanation: study
     column = CLASSES.index(finding)
     return {name: study.explain_cached(derived, model, explanation, method, progress=progress)[:, column]
             for name, method in methods.items()}
+
+
+def control_heatmaps(profile: Profile, models: dict[str, torch.nn.Module], explanation: study.ExplanationSet,
+                     finding: str, *, methods: tuple[str, ...] = ("gradcam", "lrp")) -> dict[str, np.ndarray]:
+    """The cheap methods' maps of the control model (notebook 02's) on the same images, keyed ``"<method>, control"``.
+
+    A model that never saw a drain gives the attribution a method puts on the drain *without* a
+    shortcut (its maps' spatial spread, edges); empty when notebook 02 has not trained the control.
+    """
+    if CONTROL_MODEL not in models:
+        return {}
+    chosen = {name: method for name, method in study.METHODS.items() if method in methods}
+    maps = explain_methods(profile, models[CONTROL_MODEL], explanation, finding, methods=chosen)
+    return {f"{name}, control": value for name, value in maps.items()}
 
 
 def _resize(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -425,10 +444,10 @@ def verdict_text(aurocs: pd.DataFrame, summary: pd.DataFrame, verdicts: pd.DataF
     masses = summary.pivot(index="method", columns="region", values="mass")
     for _, row in verdicts.iterrows():
         method = row["method"]
-        lines.append(f"* **{method}**: {masses.loc[method, 'confounder']:.0%} of the positive mass on the drain "
+        lines.append(f"* **{method}**: {masses.loc[method, 'confounder']:.1%} of the positive mass on the drain "
                      f"(enrichment {row['drain_enrichment']:.1f}, lower bound {row['drain_enrichment_low']:.1f}), "
-                     f"{masses.loc[method, 'lesion']:.0%} on the lesion (enrichment {row['lesion_enrichment']:.1f}), "
-                     f"{masses.loc[method, 'overlap']:.0%} where they overlap; drain minus lesion enrichment "
+                     f"{masses.loc[method, 'lesion']:.1%} on the lesion (enrichment {row['lesion_enrichment']:.1f}), "
+                     f"{masses.loc[method, 'overlap']:.1%} where they overlap; drain minus lesion enrichment "
                      f"{row['drain_vs_lesion']:.1f} [{row['drain_vs_lesion_low']:.1f}, {row['drain_vs_lesion_high']:.1f}]"
                      f" -> {'reveals the drain' if row['reveals_drain'] else 'does not reveal the drain'}.")
     return "\n".join(lines)
@@ -482,7 +501,7 @@ def shares_figure(summary: pd.DataFrame, *, title: str = ""):
 
     methods = list(dict.fromkeys(summary["method"]))
     regions = [region for region in REGIONS if region != "rest"]
-    figure, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    figure, axes = plt.subplots(1, 2, figsize=(max(10, 2.2 * len(methods)), 3.8))
     width = 0.8 / len(regions)
     for axis, quantity, label in ((axes[0], "mass", "share of positive attribution mass"),
                                   (axes[1], "enrichment", "enrichment = mass share / area share")):
@@ -495,7 +514,7 @@ def shares_figure(summary: pd.DataFrame, *, title: str = ""):
             if quantity == "mass":
                 axis.scatter(x, part["area"], marker="D", s=14, color="white", edgecolors="black", zorder=3,
                              label="area share (a uniform map)" if index == 0 else None)
-        axis.set_xticks(np.arange(len(methods)), methods)
+        axis.set_xticks(np.arange(len(methods)), [name.replace(", ", "\n") for name in methods])
         axis.set_ylabel(label)
         if quantity == "enrichment":
             axis.axhline(1.0, color="black", lw=0.8, ls=":")
