@@ -19,6 +19,7 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from .config import REPOSITORY_ROOT, load_profile
 from .errors import DataError
@@ -99,9 +100,20 @@ def run_chain(profile_name: str, *, start: str | None = None, only: Sequence[str
             published = NOTEBOOK_FOLDER / "executed" / f"{name}.ipynb"
             published.parent.mkdir(exist_ok=True)
             shutil.copyfile(output, published)
-    lines = ["notebook,seconds"] + [f"{name},{seconds:.1f}" for name, seconds in timings]
-    atomic_write_text(profile.paths.run / "chain_timings.csv", "\n".join(lines) + "\n")
+    _record_timings(profile.paths.run / "chain_timings.csv", timings)
     return timings
+
+
+def _record_timings(path: Path, timings: list[tuple[str, float]]) -> None:
+    """Update the per-notebook wall times in ``path``, keeping those of notebooks not run this time."""
+    known: dict[str, str] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines()[1:]:
+            name, _, seconds = line.partition(",")
+            known[name] = seconds
+    known.update({name: f"{seconds:.1f}" for name, seconds in timings})
+    ordered = [name for name in CHAIN if name in known] + sorted(set(known) - set(CHAIN))
+    atomic_write_text(path, "notebook,seconds\n" + "".join(f"{name},{known[name]}\n" for name in ordered))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,8 +7,8 @@ ImageNet download in tests); everything else is params/paper.yaml.
 
 import pytest
 import yaml
-
 from chexpert_fixture import build_chexpert_fixture
+
 from shamsul_utils.chain import run_chain
 from shamsul_utils.config import REPOSITORY_ROOT, load_profile
 from shamsul_utils.errors import DataError
