@@ -93,6 +93,7 @@ class TrainingConfig:
     plateau_patience: int = 1
     plateau_factor: float = 0.1
     early_stopping_patience: int = 3
+    select_on: str = "valid_loss"  # checkpoint selection and early stopping: "valid_loss" or "valid_auroc"
     horizontal_flip: bool = False
     augment_shift: float = 0.0  # random translation as a fraction of the image size
     num_workers: int = 0
@@ -319,6 +320,7 @@ def _validate(profile: Profile, where: str) -> None:
         "model.architecture": (profile.model.architecture, ("densenet121", "densenet_small")),
         "evaluation.signed": (profile.evaluation.signed, ("positive", "absolute", "raw")),
         "device": (profile.device, ("auto", "cpu", "cuda")),
+        "training.select_on": (profile.training.select_on, ("valid_loss", "valid_auroc")),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:

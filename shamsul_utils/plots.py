@@ -246,12 +246,12 @@ def cooccurrence_figure(labels: np.ndarray, class_names: Sequence[str], *, title
 
 # ------------------------------------------------------------------------- training (notebook 02)
 
-def learning_curves_figure(history, *, title: str = "Learning curves"):
+def learning_curves_figure(history, best_epoch: int, *, title: str = "Learning curves"):
     """Training/validation loss and validation mean AUROC per epoch; the selected epoch marked."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.3))
     left.plot(history["epoch"], history["train_loss"], "o-", label="train")
     left.plot(history["epoch"], history["valid_loss"], "o-", label="validation")
-    best = history.loc[history["valid_loss"].idxmin(), "epoch"]
+    best = best_epoch
     for axis in (left, right):
         axis.axvline(best, color="grey", linestyle=":", label="selected")
         axis.set_xlabel("epoch")
