@@ -85,7 +85,7 @@ def run_chain(profile_name: str, *, start: str | None = None, only: Sequence[str
         print(f"[chain] {profile.name}: {name} ...", flush=True)
         try:
             papermill.execute_notebook(
-                str(NOTEBOOK_FOLDER / f"{name}.ipynb"), str(output), parameters={"profile": profile.name},
+                str(NOTEBOOK_FOLDER / f"{name}.ipynb"), str(output), parameters={"profile": str(profile_name)},
                 kernel_name="python3", cwd=str(NOTEBOOK_FOLDER), progress_bar=False, log_output=log_output,
             )
         except PapermillExecutionError as error:
