@@ -14,11 +14,21 @@ For one image and all 14 classes, on the demo model (``densenet_small``, 128 px)
   zennit's ``Gradient`` attributor with our composite and canonizer looped over the 14 classes.
   The ``grad-cam`` PyPI package (pytorch-grad-cam) is not installed and is not measured.
 
-Every timed call runs in this process, ``--repeats`` times, round-robin over all tasks (order
-reversed on every other repeat), after a warm-up; the best (minimum) and the median of the
-repeats are reported, and every ratio is formed within the same run. The peak resident set size of
-each task is measured in a fresh child process (``--only TASK``) that builds the model and the
-image and runs the task once (``resource.getrusage(RUSAGE_SELF).ru_maxrss``).
+Every task runs ``--repeats`` times, round-robin over all tasks (order reversed on every other
+repeat), after a warm-up; a short call (Grad-CAM, LRP, the forward + backward floor) is made
+several times per repeat (to about ``INNER_SECONDS``). The best (minimum) and the median over all
+timed calls are reported, in wall time and in this process's CPU time, and every ratio is formed
+within the same run. Repeat 1 of every task runs in a fresh child process (``--only TASK``: build
+the model and the image, warm up, run the task once), which also gives the task's peak resident
+set size; the other repeats run in this process. The peak is the child's ``VmHWM``
+(``/proc/self/status``); ``ru_maxrss`` is recorded too, but on Linux a child started from a large
+parent inherits the parent's high-water mark through fork/exec, so it overstates small tasks.
+
+``--threads N`` sets ``torch.set_num_threads(N)`` and limits the BLAS threads of numpy / scipy
+(threadpoolctl) to N (default: the libraries' own choice, one per core). On
+a machine shared with other processes, torch's OpenMP threads wait for each other at every
+operator, and a descheduled thread stalls the others: single-image passes then run many times
+slower with 2 threads than with 1 (see ``benchmarks/README.md``).
 
 Run ``.venv/bin/python benchmarks/explainers.py --help`` (or ``make benchmark``); results go to
 ``--output`` (CSV, one row per task) and a markdown table per model is printed.
@@ -40,11 +50,13 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-import torch
+os.environ.setdefault("TQDM_DISABLE", "1")  # lime's per-sample progress bar
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout without installing the package
@@ -61,6 +73,8 @@ BATCH = 50  # the perturbation explainers' default batch size (lime.explain, sha
 ONE_CLASS = 2  # the class explained by the one-class LRP runs (Cardiomegaly)
 RULES = lrp.RULES
 RSS_LIMIT_MIB = 3e9 / 2**20  # the target: 3 GB (10^9 bytes) = 2861 MiB
+INNER_SECONDS = 1.0  # a short call (Grad-CAM, LRP, floor fwd+bwd) is repeated to about this long
+MAX_INNER = 20  # ... but at most this many times per repeat
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
@@ -72,11 +86,12 @@ class ModelSpec:
     options: dict
     size: int
     default_samples: int
+    default_repeats: int
 
 
 MODELS = {
-    "demo": ModelSpec("demo", "densenet_small", {"growth_rate": 12, "block_config": (4, 8, 12)}, 128, 1000),
-    "densenet121": ModelSpec("densenet121", "densenet121", {}, 224, 200),
+    "demo": ModelSpec("demo", "densenet_small", {"growth_rate": 12, "block_config": (4, 8, 12)}, 128, 1000, 3),
+    "densenet121": ModelSpec("densenet121", "densenet121", {}, 224, 200, 2),
 }
 
 
@@ -272,56 +287,63 @@ class Task:
     ours: str | None = None  # for a reference: the task of ours it replaces
     note: str = ""
     warm_classes: int | None = None  # warm-up with this many classes (loops over classes)
+    work: str = ""  # what a call computes, for the tasks without a sample count
 
 
-def build_tasks(spec: ModelSpec, *, rules: tuple[str, ...], full: bool, captum_loops: bool) -> list[Task]:
-    """All tasks of one model, in the order they are timed (each group next to its floor)."""
+def build_tasks(spec: ModelSpec, *, rules: tuple[str, ...], full: bool) -> list[Task]:
+    """All tasks of one model, in the order they are timed (each group next to its floor).
+
+    Without ``full``, densenet121 skips the captum Lime / KernelShap loops and zennit for the
+    z and deep-Taylor rules (the slowest loops; epsilon and alpha2-beta1 stay).
+    """
+    slow = full or spec.key == "demo"
+    skipped = "skipped on densenet121 without --full"
     tasks = [
         Task("gradcam/ours", "Grad-CAM", "ours (gradcam.explain)", 14, gradcam_ours,
-             baseline="floor/forward-backward", target=1.5),
+             baseline="floor/forward-backward", target=1.5, work="1 fwd + 1 batched bwd (14 classes)"),
         Task("floor/forward-backward", "floor", "1 forward + 1 backward (to the input)", 1,
-             floor_forward_backward, kind="floor"),
+             floor_forward_backward, kind="floor", work="1 fwd + 1 bwd"),
         Task("gradcam/captum", "Grad-CAM", "captum LayerGradCam x14", 14, gradcam_captum, kind="reference",
-             baseline="floor/forward-backward", ours="gradcam/ours", warm_classes=1),
+             baseline="floor/forward-backward", ours="gradcam/ours", warm_classes=1,
+             work="14 x (fwd + bwd)"),
         Task("gradcam/grad-cam", "Grad-CAM", "grad-cam (pytorch-grad-cam)", 14, None, kind="reference",
              note="not installed (not a pinned dependency); not measured"),
     ]
     for rule in rules:
-        zennit_run = lrp_zennit(rule) if (full or rule in ("epsilon", "alpha2beta1") or spec.key == "demo") else None
+        zennit = lrp_zennit(rule) if slow or rule in ("epsilon", "alpha2beta1") else None
         tasks += [
             Task(f"lrp/ours-{rule}-1", f"LRP {rule}", "ours (lrp.explain), 1 class", 1,
-                 lrp_ours(rule, [ONE_CLASS]), baseline="floor/forward-backward"),
+                 lrp_ours(rule, [ONE_CLASS]), baseline="floor/forward-backward",
+                 work="2 fwd + 1 LRP bwd (1 class)"),
             Task(f"lrp/ours-{rule}", f"LRP {rule}", "ours (lrp.explain)", 14, lrp_ours(rule, None),
-                 baseline=f"lrp/ours-{rule}-1", target=4.0),
-            Task(f"lrp/zennit-{rule}", f"LRP {rule}", "zennit Gradient x14 (same composite)", 14, zennit_run,
+                 baseline=f"lrp/ours-{rule}-1", target=4.0, work="2 fwd + 1 LRP bwd (14 classes batched)"),
+            Task(f"lrp/zennit-{rule}", f"LRP {rule}", "zennit Gradient x14 (same composite)", 14, zennit,
                  kind="reference", baseline=f"lrp/ours-{rule}-1", ours=f"lrp/ours-{rule}", warm_classes=1,
-                 note="" if zennit_run else "skipped on densenet121 without --full"),
+                 work="14 x (fwd + LRP bwd)", note="" if zennit else skipped),
         ]
-    captum_note = "" if captum_loops else "skipped on densenet121 without --full"
     tasks += [
         Task("lime/lime", "LIME", "lime LimeImageExplainer", 14, lime_reference, kind="reference",
              samples="samples", baseline="floor/forward", ours="lime/ours"),
-        Task("lime/captum", "LIME", "captum Lime x14", 14, lime_captum if captum_loops else None,
+        Task("lime/captum", "LIME", "captum Lime x14", 14, lime_captum if slow else None,
              kind="reference", samples="captum", baseline="floor/forward", ours="lime/ours",
-             warm_classes=1, note=captum_note),
+             warm_classes=1, note="" if slow else skipped),
         Task("lime/ours", "LIME", "ours (lime.explain)", 14, lime_ours, samples="samples",
              baseline="floor/forward", target=1.05),
         Task("floor/forward", "floor", f"forward, inference_mode, batch {BATCH}", 14, floor_forward,
              kind="floor", samples="samples"),
         Task("shap/ours", "Kernel SHAP", "ours (shap.explain)", 14, shap_ours, samples="samples",
-             baseline="floor/forward", target=1.05, note="samples + 2 evaluations"),
+             baseline="floor/forward", target=1.05),
         Task("shap/shap", "Kernel SHAP", "shap KernelExplainer (numpy masking)", 14, shap_reference,
-             kind="reference", samples="samples", baseline="floor/forward", ours="shap/ours",
-             note="samples + 2 evaluations"),
-        Task("shap/captum", "Kernel SHAP", "captum KernelShap x14", 14, shap_captum if captum_loops else None,
+             kind="reference", samples="samples", baseline="floor/forward", ours="shap/ours"),
+        Task("shap/captum", "Kernel SHAP", "captum KernelShap x14", 14, shap_captum if slow else None,
              kind="reference", samples="captum", baseline="floor/forward", ours="shap/ours",
-             warm_classes=1, note=captum_note),
+             warm_classes=1, note="" if slow else skipped),
     ]
     return tasks
 
 
-def call(task: Task, bench: Bench, *, warm: bool = False) -> float:
-    """Run one task once; seconds of wall time."""
+def call(task: Task, bench: Bench, *, warm: bool = False) -> tuple[float, float]:
+    """Run one task once; seconds of wall time and of this process's CPU time (all threads)."""
     if task.samples == "samples":
         samples = bench.samples
     elif task.samples == "captum":
@@ -330,37 +352,51 @@ def call(task: Task, bench: Bench, *, warm: bool = False) -> float:
         samples = 0
     kwargs = {}
     if warm:
-        # a short run: imports, code paths, and the batch shapes the timed run uses
-        samples = {"none": 0, "samples": 30, "captum": 30}[task.samples]
-        if task.name == "floor/forward":
-            samples = BATCH
+        # a short run: imports, code paths, and the batch shape (BATCH) the timed run uses
+        samples = 0 if task.samples == "none" else BATCH
         if task.warm_classes is not None:
             kwargs["classes"] = task.warm_classes
     gc.collect()
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     task.run(bench, samples, **kwargs)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - start_cpu
 
 
 # --------------------------------------------------------------------------- peak RSS in a child
 
 
+def peak_rss_kib() -> dict[str, int]:
+    """This process's peak RSS: ``VmHWM`` of its own address space, and ``ru_maxrss`` (both KiB)."""
+    report = {"ru_maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                report["vmhwm_kib"] = int(line.split()[1])
+    except OSError:
+        pass
+    report.setdefault("vmhwm_kib", report["ru_maxrss_kib"])
+    return report
+
+
 def child_main(args: argparse.Namespace) -> None:
-    """``--only TASK``: build the bench, run the task once, print one JSON line."""
+    """``--only TASK``: build the bench, warm up, run the task once, print one JSON line."""
     spec = MODELS[args.model]
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     samples = args.samples or spec.default_samples
     bench = Bench(spec, samples, min(args.captum_samples, samples))
-    tasks = {t.name: t for t in build_tasks(spec, rules=RULES, full=True, captum_loops=True)}
+    tasks = {t.name: t for t in build_tasks(spec, rules=RULES, full=True) if t.run is not None}
+    if args.only not in tasks:
+        raise SystemExit(f"--only: unknown task {args.only!r}; one of {', '.join(tasks)}")
     task = tasks[args.only]
-    setup = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    seconds = call(task, bench)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"task": task.name, "seconds": seconds, "import_kib": before, "setup_kib": setup,
-                      "peak_kib": peak, "threads": torch.get_num_threads()}))
+    setup = peak_rss_kib()
+    call(task, bench, warm=True)
+    seconds, cpu_seconds = call(task, bench)
+    peak = peak_rss_kib()
+    print(json.dumps({"task": task.name, "seconds": seconds, "cpu_seconds": cpu_seconds, "setup_kib": setup["vmhwm_kib"],
+                      "peak_kib": peak["vmhwm_kib"], "ru_maxrss_kib": peak["ru_maxrss_kib"],
+                      "threads": torch.get_num_threads()}))
 
 
-def peak_rss(task: Task, args: argparse.Namespace, spec: ModelSpec, samples: int) -> dict:
+def run_child(task: Task, args: argparse.Namespace, spec: ModelSpec, samples: int) -> dict:
     """Run ``--only task.name`` in a fresh interpreter; its JSON report (or an error)."""
     command = [sys.executable, str(Path(__file__).resolve()), "--only", task.name, "--model", spec.key,
                "--samples", str(samples), "--captum-samples", str(args.captum_samples)]
@@ -378,66 +414,92 @@ def peak_rss(task: Task, args: argparse.Namespace, spec: ModelSpec, samples: int
 
 
 def benchmark_model(spec: ModelSpec, args: argparse.Namespace) -> list[dict]:
+    """Time every task of one model; one result row per task."""
     samples = args.samples or spec.default_samples
-    full = args.full
+    repeats = args.repeats or spec.default_repeats
     bench = Bench(spec, samples, min(args.captum_samples, samples))
-    tasks = build_tasks(spec, rules=tuple(args.rules), full=full, captum_loops=full or spec.key == "demo")
+    tasks = build_tasks(spec, rules=tuple(args.rules), full=args.full)
     measured = [t for t in tasks if t.run is not None]
     print(f"\n## {spec.key}: {spec.architecture}, {spec.size} px, {samples} samples "
-          f"(captum: {bench.captum_samples} per target, scaled), {args.repeats} repeats", flush=True)
+          f"(captum: {bench.captum_samples} per target, scaled), {repeats} repeats", flush=True)
 
-    # warm-up: imports, oneDNN primitives of every batch shape, first-call caches
-    for task in measured:
-        call(task, bench, warm=True)
-    times: dict[str, list[float]] = {t.name: [] for t in measured}
-    for repeat in range(args.repeats):
+    wall: dict[str, list[float]] = {t.name: [] for t in measured}
+    cpu: dict[str, list[float]] = {t.name: [] for t in measured}
+    rss: dict[str, dict] = {}
+    inner: dict[str, int] = {}  # calls per repeat: short calls are repeated to ~INNER_SECONDS
+    for repeat in range(repeats):
+        in_child = repeat == 0 and not args.no_rss
+        if not in_child and not inner:
+            for task in measured:  # imports, oneDNN primitives of every batch shape, first-call caches
+                seconds, _ = call(task, bench, warm=True)
+                if task.samples == "none":
+                    estimate = seconds * (NUM_CLASSES / task.warm_classes if task.warm_classes else 1)
+                    inner[task.name] = int(min(MAX_INNER, max(1, INNER_SECONDS // max(estimate, 1e-3))))
+                else:
+                    inner[task.name] = 1
         order = measured if repeat % 2 == 0 else measured[::-1]
         for task in order:
-            seconds = call(task, bench)
-            times[task.name].append(seconds)
-            print(f"  repeat {repeat + 1}/{args.repeats}  {task.name:28s} {seconds:8.3f} s", flush=True)
+            extra = ""
+            if in_child:
+                rss[task.name] = report = run_child(task, args, spec, samples)
+                if "error" in report:
+                    print(f"  repeat 1 (child) {task.name:26s} {report['error']}", flush=True)
+                    continue
+                seconds, cpu_seconds = report["seconds"], report["cpu_seconds"]
+                extra = f"  peak RSS {report['peak_kib'] / 1024:6.0f} MiB"
+                wall[task.name].append(seconds)
+                cpu[task.name].append(cpu_seconds)
+            else:
+                for _ in range(inner[task.name]):
+                    seconds, cpu_seconds = call(task, bench)
+                    wall[task.name].append(seconds)
+                    cpu[task.name].append(cpu_seconds)
+                seconds, cpu_seconds = min(wall[task.name][-inner[task.name]:]), min(cpu[task.name][-inner[task.name]:])
+                if inner[task.name] > 1:
+                    extra = f"  (best of {inner[task.name]} calls)"
+            where = "(child)" if in_child else ""
+            print(f"  repeat {repeat + 1}/{repeats} {where:7s} {task.name:26s} {seconds:9.3f} s wall "
+                  f"{cpu_seconds:9.3f} s CPU{extra}", flush=True)
 
-    rss: dict[str, dict] = {}
-    if not args.no_rss:
-        for task in measured:
-            rss[task.name] = peak_rss(task, args, spec, samples)
-            report = rss[task.name]
-            shown = f"{report['peak_kib'] / 1024:.0f} MiB" if "peak_kib" in report else report["error"]
-            print(f"  peak RSS {task.name:28s} {shown}", flush=True)
+    def scale(name: str) -> float:  # the captum loops ran with fewer samples: scale to `samples`
+        return samples / bench.captum_samples if by_name(tasks, name).samples == "captum" else 1.0
 
-    def scale(task: Task) -> float:  # captum loops ran with fewer samples: scale to `samples`
-        return samples / bench.captum_samples if task.samples == "captum" else 1.0
+    def stat(values: dict[str, list[float]], how: Callable) -> dict[str, float]:
+        return {name: how(v) * scale(name) for name, v in values.items() if v}
 
-    best = {name: min(values) * scale(by_name(tasks, name)) for name, values in times.items()}
-    median = {name: statistics.median(values) * scale(by_name(tasks, name)) for name, values in times.items()}
+    best, median, best_cpu = stat(wall, min), stat(wall, statistics.median), stat(cpu, min)
     rows = []
     for task in tasks:
+        name, base = task.name, task.baseline
         row = {
             "model": spec.key, "architecture": spec.architecture, "image_px": spec.size,
-            "task": task.name, "method": task.method, "implementation": task.implementation,
+            "task": name, "method": task.method, "implementation": task.implementation,
             "kind": task.kind, "classes": task.classes, "evaluations": evaluations(task, samples, bench),
             "samples": samples if task.samples != "none" else "",
             "timed_samples": {"samples": samples, "captum": bench.captum_samples}.get(task.samples, ""),
-            "scale": scale(task), "repeats": len(times.get(task.name, [])),
-            "best_s": best.get(task.name), "median_s": median.get(task.name),
-            "times_s": " ".join(f"{t:.4f}" for t in times.get(task.name, [])),
-            "baseline": task.baseline or "", "ratio_best": None, "ratio_median": None,
-            "target": task.target, "met": "", "vs_ours_best": None,
-            "peak_rss_mib": None, "setup_rss_mib": None, "rss_child_s": None, "rss_target_met": "",
+            "scale": scale(name), "calls": len(wall.get(name, [])),
+            "best_s": best.get(name), "median_s": median.get(name), "best_cpu_s": best_cpu.get(name),
+            "wall_s": " ".join(f"{t:.4f}" for t in wall.get(name, [])),
+            "cpu_s": " ".join(f"{t:.4f}" for t in cpu.get(name, [])),
+            "baseline": base or "", "ratio_best": None, "ratio_median": None, "ratio_best_cpu": None,
+            "target": task.target, "met": "", "met_cpu": "", "vs_ours_best": None,
+            "peak_rss_mib": None, "setup_rss_mib": None, "ru_maxrss_mib": None, "rss_target_met": "",
             "note": task.note,
         }
-        if task.name in best and task.baseline in best:
-            row["ratio_best"] = best[task.name] / best[task.baseline]
-            row["ratio_median"] = median[task.name] / median[task.baseline]
+        if name in best and base in best:
+            row["ratio_best"] = best[name] / best[base]
+            row["ratio_median"] = median[name] / median[base]
+            row["ratio_best_cpu"] = best_cpu[name] / best_cpu[base]
             if task.target is not None:
                 row["met"] = "yes" if row["ratio_best"] <= task.target else "no"
-        if task.ours and task.name in best and task.ours in best:
-            row["vs_ours_best"] = best[task.name] / best[task.ours]
-        report = rss.get(task.name, {})
+                row["met_cpu"] = "yes" if row["ratio_best_cpu"] <= task.target else "no"
+        if task.ours and name in best and task.ours in best:
+            row["vs_ours_best"] = best[name] / best[task.ours]
+        report = rss.get(name, {})
         if "peak_kib" in report:
             row["peak_rss_mib"] = report["peak_kib"] / 1024
             row["setup_rss_mib"] = report["setup_kib"] / 1024
-            row["rss_child_s"] = report["seconds"]
+            row["ru_maxrss_mib"] = report["ru_maxrss_kib"] / 1024
             if spec.key == "densenet121" and task.kind == "ours":
                 row["rss_target_met"] = "yes" if row["peak_rss_mib"] <= RSS_LIMIT_MIB else "no"
         elif "error" in report:
@@ -452,7 +514,7 @@ def by_name(tasks: list[Task], name: str) -> Task:
 
 def evaluations(task: Task, samples: int, bench: Bench) -> str:
     if task.samples == "none":
-        return {"floor/forward-backward": "1 fwd + 1 bwd"}.get(task.name, "")
+        return task.work
     if task.samples == "captum":
         return f"14 x {samples} (timed: 14 x {bench.captum_samples})"
     if task.method == "Kernel SHAP":
@@ -472,24 +534,28 @@ def _fmt(value, digits: int = 3) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    header = ("| method | implementation | evaluations | s/image best | s/image median | vs | ratio best "
-              "| ratio median | target | met | ref / ours | peak RSS MiB |")
-    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    """The result rows of one model as a markdown table."""
+    header = ("| method | implementation | evaluations | wall s best | wall s median | CPU s best | vs "
+              "| ratio best | ratio median | ratio CPU | target | met (wall / CPU) | ref / ours | peak RSS MiB |")
+    columns = header.count("|") - 1
+    lines = [header, "|" + "---|" * columns]
     for row in rows:
         if row["best_s"] is None:
-            lines.append(f"| {row['method']} | {row['implementation']} | - | not measured: {row['note']} "
-                         "| - | - | - | - | - | - | - | - |")
+            cells = [row["method"], row["implementation"], f"not measured: {row['note']}"]
+            lines.append("| " + " | ".join(cells + ["-"] * (columns - len(cells))) + " |")
             continue
         target = f"<= {row['target']:g}x" if row["target"] else "-"
+        met = f"{row['met']} / {row['met_cpu']}" if row["met"] else "-"
         rss = _fmt(row["peak_rss_mib"], 0)
         if row["rss_target_met"]:
-            rss += f" ({'<= 3 GB' if row['rss_target_met'] == 'yes' else '> 3 GB'})"
-        lines.append(
-            f"| {row['method']} | {row['implementation']} | {row['evaluations'] or '-'} | {_fmt(row['best_s'])} "
-            f"| {_fmt(row['median_s'])} | {row['baseline'] or '-'} | {_fmt(row['ratio_best'], 2)} "
-            f"| {_fmt(row['ratio_median'], 2)} | {target} | {row['met'] or '-'} | {_fmt(row['vs_ours_best'], 2)} "
-            f"| {rss} |"
-        )
+            rss += " (<= 3 GB)" if row["rss_target_met"] == "yes" else " (> 3 GB)"
+        cells = [
+            row["method"], row["implementation"], row["evaluations"] or "-", _fmt(row["best_s"]),
+            _fmt(row["median_s"]), _fmt(row["best_cpu_s"]), row["baseline"] or "-",
+            _fmt(row["ratio_best"], 2), _fmt(row["ratio_median"], 2), _fmt(row["ratio_best_cpu"], 2),
+            target, met, _fmt(row["vs_ours_best"], 2), rss,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -500,7 +566,7 @@ def environment(args: argparse.Namespace) -> dict:
     except (OSError, StopIteration):
         cpu = platform.processor() or "unknown"
     return {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "cpu": cpu, "cpu_count": os.cpu_count(), "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(), "threads_flag": args.threads or "default",
         "device": "cpu", "python": platform.python_version(),
@@ -508,20 +574,24 @@ def environment(args: argparse.Namespace) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model", choices=["demo", "densenet121", "both"], default="both")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=["demo", "densenet121", "both"], default="both",
+                        help="which model(s) (default: both)")
     parser.add_argument("--samples", type=int, default=None,
                         help="LIME/SHAP samples and floor evaluations (default: 1000 demo, 200 densenet121)")
     parser.add_argument("--captum-samples", type=int, default=200,
-                        help="samples per target of the captum Lime/KernelShap loops (times scaled to --samples)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per task (best and median reported)")
-    parser.add_argument("--rules", nargs="+", choices=RULES, default=list(RULES), help="LRP rules to time")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+                        help="samples per target of the captum Lime/KernelShap loops, times scaled to --samples (default: 200)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed repeats per task, best and median reported (default: 3 demo, 2 densenet121)")
+    parser.add_argument("--rules", nargs="+", choices=RULES, default=list(RULES), help="LRP rules to time (default: all four)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads and the BLAS thread limit (default: the libraries' own)")
     parser.add_argument("--full", action="store_true",
-                        help="densenet121 too: captum Lime/KernelShap loops and zennit for every rule")
-    parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS child processes")
-    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results.csv")
+                        help="densenet121 too: captum Lime/KernelShap loops and zennit for every rule (slow)")
+    parser.add_argument("--no-rss", action="store_true",
+                        help="run repeat 1 in this process too (no child processes, no peak RSS)")
+    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results.csv",
+                        help="CSV of the results (default: benchmarks/results.csv)")
     parser.add_argument("--only", default=None, help="internal: run one task once, print JSON (peak RSS)")
     args = parser.parse_args(argv)
     for name in ("samples", "captum_samples", "repeats", "threads"):
@@ -535,8 +605,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    warnings.simplefilter("ignore")  # shap's LassoLarsIC convergence chatter, deprecations
     if args.threads:
+        from threadpoolctl import threadpool_limits
+
         torch.set_num_threads(args.threads)
+        threadpool_limits(limits=args.threads)  # numpy/scipy BLAS of lime, shap, sklearn too
     if args.only:
         child_main(args)
         return
