@@ -32,7 +32,7 @@ from .study import ExplanationSet, localised_indices
 
 __all__ = ["Localisation", "score_method", "per_pair_table", "summary_table", "overall_table",
            "ranking_table", "by_label_count_table", "faithfulness_table", "sanity_table", "class_mean",
-           "sanity_analysis", "significance_instances", "shared_instance"]
+           "sanity_analysis", "significance_instances", "shared_instance", "narrative"]
 
 
 @dataclass
@@ -266,3 +266,42 @@ def shared_instance(scores: dict[str, Localisation], explanation: ExplanationSet
     multi = np.where(explanation.positive_findings > 1, probability, -1)
     best = multi if multi.max() >= 0 else probability
     return int(best.argmax()) if best.max() >= 0 else None
+
+
+def narrative(overall: pd.DataFrame, ranking: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """A few sentences (markdown) stating what this run's numbers say, next to the paper's finding.
+
+    Written from the tables, so the executed notebook's text always matches its numbers.
+    """
+    def interval(row, metric: str) -> str:
+        return f"{row[metric]:.3f} [{row[metric + '_low']:.3f}, {row[metric + '_high']:.3f}]"
+
+    by_iou = overall.sort_values("miou_all", ascending=False).reset_index(drop=True)
+    by_hit = overall.sort_values("hit_rate", ascending=False).reset_index(drop=True)
+    lines = ["**Overall** (mean over the 10 localised classes, 95 % bootstrap intervals):", ""]
+    lines += [f"- {row['method']}: mIoU (full set) {interval(row, 'miou_all')}, "
+              f"mIoU (true-positive slice) {interval(row, 'miou_tp')}, hit rate {interval(row, 'hit_rate')}"
+              for _, row in overall.iterrows()]
+    best_iou, best_hit = by_iou.loc[0, "method"], by_hit.loc[0, "method"]
+
+    def clear_winner(metric: str, method: str) -> bool:
+        rows = ranking[(ranking["metric"] == metric)
+                       & ((ranking["method_a"] == method) | (ranking["method_b"] == method))]
+        wins = [(row["low"] > 0) if row["method_a"] == method else (row["high"] < 0) for _, row in rows.iterrows()]
+        return bool(wins) and all(wins)
+
+    lines += ["", f"The highest mIoU is {best_iou}'s"
+              + (" and its paired intervals against every other method exclude zero." if clear_winner("miou_all", best_iou)
+                 else ", but not every paired interval against the others excludes zero.")
+              + f" The highest hit rate is {best_hit}'s"
+              + (" (paired intervals exclude zero)." if clear_winner("hit_rate", best_hit)
+                 else " (not clearly ahead of every other method).")]
+    paper = "Grad-CAM"
+    agree = best_iou == paper
+    lines += ["", f"The paper found {paper} best quantitatively; this run "
+              + ("agrees on mIoU." if agree else f"ranks {best_iou} first on mIoU and {paper} "
+                 f"{int(by_iou.index[by_iou['method'] == paper][0]) + 1} of {len(by_iou)}.")]
+    chance = summary.drop_duplicates("class")["chance_hit_rate"].mean()
+    lines += [f"A random point hits an expert mask {chance:.3f} of the time on average (the masks' mean share "
+              "of the image); a hit rate near that level means no localisation."]
+    return "\n".join(lines)
