@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..models import IMAGENET_MEAN, IMAGENET_STD
+from ._common import model_device, model_dtype
 
 __all__ = [
     "SegmentExplanation",
@@ -53,23 +54,6 @@ class SegmentExplanation(NamedTuple):
     segments: np.ndarray
     weights: np.ndarray
     base: np.ndarray
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Device of the model's first parameter (or buffer); CPU for a parameter-free module."""
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
-def model_dtype(model: nn.Module) -> torch.dtype:
-    """Floating dtype of the model's first floating parameter; float32 if none."""
-    for tensor in model.parameters():
-        if tensor.is_floating_point():
-            return tensor.dtype
-    return torch.float32
 
 
 @contextlib.contextmanager
