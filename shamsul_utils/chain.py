@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -97,11 +96,15 @@ def run_chain(profile_name: str, *, start: str | None = None, only: Sequence[str
         timings.append((name, seconds))
         print(f"[chain] {profile.name}: {name} done in {seconds:.0f} s", flush=True)
         if profile.publish_figures:
-            published = NOTEBOOK_FOLDER / "executed" / f"{name}.ipynb"
-            published.parent.mkdir(exist_ok=True)
-            shutil.copyfile(output, published)
+            publish_notebook(output, NOTEBOOK_FOLDER / "executed" / f"{name}.ipynb")
     _record_timings(profile.paths.run / "chain_timings.csv", timings)
     return timings
+
+
+def publish_notebook(executed: Path, published: Path) -> None:
+    """Copy an executed notebook for readers, with this machine's repository path made relative."""
+    text = executed.read_text(encoding="utf-8").replace(str(REPOSITORY_ROOT) + "/", "")
+    atomic_write_text(published, text)
 
 
 def _record_timings(path: Path, timings: list[tuple[str, float]]) -> None:

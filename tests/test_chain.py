@@ -104,3 +104,12 @@ def test_a_failing_notebook_stops_the_chain_with_its_name_and_cell(tmp_path, mon
     assert chain.main(["--profile", "smoke"]) == 1
     with pytest.raises(chain.ChainError, match=r"notebook 02_training failed in cell \d+: ValueError: bad input.csv"):
         chain.run_chain("smoke")
+
+
+def test_published_notebooks_carry_no_machine_path(tmp_path):
+    from shamsul_utils.chain import publish_notebook
+
+    executed = tmp_path / "executed.ipynb"
+    executed.write_text('{"path": "%s/runs/demo/figures/01_gallery.png"}' % REPOSITORY_ROOT)
+    publish_notebook(executed, tmp_path / "published.ipynb")
+    assert (tmp_path / "published.ipynb").read_text() == '{"path": "runs/demo/figures/01_gallery.png"}'
