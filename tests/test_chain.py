@@ -110,6 +110,6 @@ def test_published_notebooks_carry_no_machine_path(tmp_path):
     from shamsul_utils.chain import publish_notebook
 
     executed = tmp_path / "executed.ipynb"
-    executed.write_text('{"path": "%s/runs/demo/figures/01_gallery.png"}' % REPOSITORY_ROOT)
+    executed.write_text(f'{{"path": "{REPOSITORY_ROOT}/runs/demo/figures/01_gallery.png"}}')
     publish_notebook(executed, tmp_path / "published.ipynb")
     assert (tmp_path / "published.ipynb").read_text() == '{"path": "runs/demo/figures/01_gallery.png"}'
