@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..models import IMAGENET_MEAN, IMAGENET_STD
+from ._common import check_inputs as _check_common_inputs
 from ._common import model_device, model_dtype
 
 __all__ = [
@@ -31,6 +32,8 @@ __all__ = [
     "check_inputs",
     "evaluation_mode",
     "fill_image",
+    "model_device",
+    "model_dtype",
     "paint_segments",
     "predict_coalitions",
     "relabel_segments",
@@ -77,51 +80,19 @@ def check_inputs(
     mean: Sequence[float],
     std: Sequence[float],
 ) -> list[int]:
-    """Validate the common explainer arguments; return the list of output indices to explain.
+    """Validate the explainer arguments (:func:`._common.check_inputs`) and the normalisation.
 
     Raises
     ------
     ValueError
         With a one-line message naming the bad argument.
     """
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(images, torch.Tensor):
-        raise ValueError(f"images must be a torch.Tensor [N, 3, H, W], got {type(images).__name__}")
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must have shape [N, 3, H, W], got {list(images.shape)}")
-    if images.shape[0] == 0 or images.shape[2] < 2 or images.shape[3] < 2:
-        raise ValueError(
-            f"images must hold at least one image of at least 2 x 2 pixels, got {list(images.shape)}"
-        )
-    if not images.is_floating_point():
-        raise ValueError(f"images must be a floating-point tensor, got {images.dtype}")
-    if not bool(torch.isfinite(images).all()):
-        raise ValueError("images contain NaN or infinite values")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     for name, value in (("mean", mean), ("std", std)):
         if len(value) != 3:
             raise ValueError(f"{name} must have 3 values (one per RGB channel), got {len(value)}")
     if any(s <= 0 for s in std):
         raise ValueError(f"std must be positive, got {tuple(std)}")
-
-    num_outputs = getattr(model, "num_classes", None)
-    if not isinstance(num_outputs, int) or num_outputs < 1:
-        with evaluation_mode(model):
-            probe = model(images[:1].to(device=model_device(model), dtype=model_dtype(model)))
-        if probe.ndim != 2:
-            raise ValueError(f"model must return logits of shape [N, classes], got {list(probe.shape)}")
-        num_outputs = int(probe.shape[1])
-    if classes is None:
-        return list(range(num_outputs))
-    classes = list(classes)
-    if not classes:
-        raise ValueError("classes must not be empty (use None for all classes)")
-    for c in classes:
-        if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 0 <= c < num_outputs:
-            raise ValueError(f"classes must be ints in [0, {num_outputs}), got {c!r}")
-    return [int(c) for c in classes]
+    return _check_common_inputs(model, images, classes, batch_size=batch_size)
 
 
 def unnormalise(
