@@ -148,6 +148,57 @@ def test_all_classes_equal_plain_zennit_per_class(trained, images, rule):
     np.testing.assert_allclose(ours, reference, atol=1e-5 * scale, rtol=0)
 
 
+def _zennit_per_class(model, composite, images, classes):
+    logits = _logits(model, images)
+    reference = []
+    for c in classes:
+        one_hot = torch.zeros_like(logits)
+        one_hot[:, c] = 1.0
+        with Gradient(model, composite) as attributor:
+            _, relevance = attributor(images, attr_output=lambda out, one_hot=one_hot: out * one_hot)
+        reference.append(relevance.sum(dim=1))
+    return torch.stack(reference, dim=1).numpy()
+
+
+@pytest.mark.parametrize("rule", ["epsilon", "alpha2beta1"])
+def test_channels_last_model_equals_plain_zennit(images, rule):
+    # a channels_last model sends channels_last relevance through the transposed convolutions
+    model = _trained(seed=3).to(memory_format=torch.channels_last)
+    images_cl = images.contiguous(memory_format=torch.channels_last)
+    composite = lrp.make_composite(rule)
+    reference = _zennit_per_class(model, composite, images_cl, [1, 8])
+    ours = lrp.explain(model, images_cl, [1, 8], rule=rule)
+    np.testing.assert_allclose(ours, reference, atol=1e-5 * np.abs(reference).max(), rtol=0)
+
+
+class _GatedHead(torch.nn.Module):
+    """conv -> x * sigmoid(x) written as tensor operations (no module, so no LRP rule) -> linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.pool = torch.nn.AdaptiveAvgPool2d(2)
+        self.linear = torch.nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x)
+        h = h * torch.sigmoid(h)  # its backward needs the values of h
+        return self.linear(self.pool(h).flatten(1))
+
+
+def test_value_dependent_operation_between_layers_gets_the_values():
+    # the engine first replays shapes only; an operation whose gradient needs the values (here
+    # x * sigmoid(x), unhooked) must make it replay the recorded values instead
+    torch.manual_seed(0)
+    model = _GatedHead().eval()
+    images = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    composite = lrp.make_composite("epsilon", canonize=False)
+    reference = _zennit_per_class(model, composite, images, [0, 3, 4])
+    ours = lrp.explain(model, images, [0, 3, 4], rule="epsilon", canonize=False)
+    assert np.abs(reference).max() > 0
+    np.testing.assert_allclose(ours, reference, atol=1e-5 * np.abs(reference).max(), rtol=0)
+
+
 def test_shape_all_classes_and_batching(trained, images):
     everything = lrp.explain(trained, images, rule="epsilon")
     assert everything.shape == (2, 14, 64, 64) and everything.dtype == np.float32

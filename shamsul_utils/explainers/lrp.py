@@ -396,6 +396,7 @@ class _Layer:
     records: list[tuple[torch.Tensor, torch.Tensor]]
     n_classes: int = 1
     counter: itertools.count | None = None
+    values: bool = True  # replay the recorded values (False: shape-only zeros, see relevance)
 
 
 class _Replay(torch.autograd.Function):
@@ -406,6 +407,8 @@ class _Replay(torch.autograd.Function):
         ctx.layer, ctx.index = layer, index
         ctx.input_shape = x.shape
         output = layer.records[index][1]
+        if not layer.values:  # shape only: a zero-stride view, no memory per class
+            return output.new_zeros(()).expand(layer.n_classes * output.shape[0], *output.shape[1:])
         return output.repeat(layer.n_classes, *([1] * (output.ndim - 1)))
 
     @staticmethod
@@ -432,12 +435,39 @@ def _has_transpose(module: nn.Module) -> bool:
 
 
 def _transposed(module: nn.Module, weight: torch.Tensor, grad: torch.Tensor, input_shape) -> torch.Tensor:
-    """VJP of a Conv2d / Linear layer w.r.t. its input for a batch of cotangents."""
-    if type(module) is nn.Conv2d:
-        return torch.nn.grad.conv2d_input(
-            tuple(input_shape), weight, grad, module.stride, module.padding, module.dilation, module.groups
+    """VJP of a Conv2d / Linear layer w.r.t. its input for a batch of cotangents.
+
+    The same numbers as ``torch.nn.grad.conv2d_input`` (up to float rounding), by the fastest
+    route measured on CPU for the class-batched cotangents: a 1x1 convolution with stride 1 is
+    one matrix product over the pixels (channels_last; about 1.5x faster than
+    ``conv2d_input``, which took a slow unfused path); a stride-1 convolution is the
+    convolution of the cotangent with the flipped, transposed kernel (about 1.2-1.9x faster);
+    anything else (a strided stem) calls ``conv2d_input``.
+    """
+    if type(module) is nn.Linear:
+        return grad @ weight
+    stride_one = tuple(module.stride) == (1, 1) and tuple(module.dilation) == (1, 1) and module.groups == 1
+    kernel = tuple(weight.shape[2:])
+    padding = tuple(module.padding)
+    if stride_one and kernel == (1, 1) and padding == (0, 0):
+        batch, channels, height, width = grad.shape
+        matrix = weight.reshape(weight.shape[0], weight.shape[1])
+        if grad.is_contiguous(memory_format=torch.channels_last) and not grad.is_contiguous():
+            rows = grad.permute(0, 2, 3, 1).reshape(-1, channels)  # a view
+            product = rows @ matrix
+            return product.view(batch, height, width, weight.shape[1]).permute(0, 3, 1, 2)
+        columns = grad.reshape(batch, channels, height * width)
+        return torch.matmul(matrix.t(), columns).view(batch, weight.shape[1], height, width)
+    if stride_one and all(p <= k - 1 for p, k in zip(padding, kernel, strict=True)):
+        flipped = weight.flip(2, 3).transpose(0, 1)
+        result = torch.nn.functional.conv2d(
+            grad, flipped, padding=tuple(k - 1 - p for p, k in zip(padding, kernel, strict=True))
         )
-    return grad @ weight
+        if tuple(result.shape) == tuple(input_shape):
+            return result
+    return torch.nn.grad.conv2d_input(
+        tuple(input_shape), weight, grad, module.stride, module.padding, module.dilation, module.groups
+    )
 
 
 def _rule_backward(layer: _Layer, index: int, grad: torch.Tensor) -> torch.Tensor:
@@ -497,6 +527,57 @@ def _rule_backward(layer: _Layer, index: int, grad: torch.Tensor) -> torch.Tenso
         gradients.append(gradient.reshape(n_classes, n, *x.shape[1:]))
     result = rule.reducer(inputs, gradients)
     return result.expand(n_classes, *result.shape[1:]).reshape(n_classes * n, *x.shape[1:])
+
+
+# The backward functions that need only the shapes of what they saw: between the replayed layers
+# of a DenseNet there are concatenations, average poolings, means and reshapes.
+_VALUE_FREE_BACKWARD = frozenset(
+    {
+        "AccumulateGrad",
+        "AdaptiveAvgPool2DBackward0",
+        "AddBackward0",
+        "AvgPool2DBackward0",
+        "CatBackward0",
+        "CloneBackward0",
+        "ExpandBackward0",
+        "MeanBackward0",
+        "MeanBackward1",
+        "NegBackward0",
+        "PermuteBackward0",
+        "ReshapeAliasBackward0",
+        "SelectBackward0",
+        "SliceBackward0",
+        "SplitBackward0",
+        "SplitWithSizesBackward0",
+        "SqueezeBackward0",
+        "SqueezeBackward1",
+        "StackBackward0",
+        "SubBackward0",
+        "SumBackward0",
+        "SumBackward1",
+        "TransposeBackward0",
+        "UnbindBackward0",
+        "UnsafeViewBackward0",
+        "UnsqueezeBackward0",
+        "ViewBackward0",
+        "_ReplayBackward",
+    }
+)
+
+
+def _value_free(grad_fn: object) -> bool:
+    """Whether every node of the autograd graph below ``grad_fn`` is in ``_VALUE_FREE_BACKWARD``."""
+    seen: set[int] = set()
+    stack = [grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if type(node).__name__ not in _VALUE_FREE_BACKWARD:
+            return False
+        stack.extend(child for child, _ in node.next_functions)
+    return True
 
 
 def relevance(
@@ -584,7 +665,7 @@ def relevance(
         # replay: every hooked layer returns its recorded output, repeated per class
         previous_forwards = []
         for layer in layers:
-            layer.n_classes, layer.counter = n_classes, itertools.count()
+            layer.n_classes = n_classes
             previous_forwards.append(layer.module.__dict__.get("forward"))
 
             def replay(self: nn.Module, x: torch.Tensor, _layer: _Layer = layer) -> torch.Tensor:
@@ -592,10 +673,25 @@ def relevance(
 
             layer.module.forward = types.MethodType(replay, layer.module)
         try:
+            # First try a shape-only replay (zeros that take no memory): the backward of the
+            # hooked layers is their rule, and what lies between them (concatenations, poolings,
+            # reshapes) has a backward that needs shapes only. If anything between them needs the
+            # values (_value_free says no), or fails on a zero-stride tensor, replay the values.
+            for values in (False, True):
+                for layer in layers:
+                    layer.counter, layer.values = itertools.count(), values
+                try:
+                    with torch.enable_grad():
+                        repeated = images.repeat(n_classes, 1, 1, 1).requires_grad_(True)
+                        replayed = model(repeated)
+                except RuntimeError:
+                    if values:
+                        raise
+                    continue
+                if values or _value_free(replayed.grad_fn):
+                    break
             with torch.enable_grad():
-                repeated = images.repeat(n_classes, 1, 1, 1).requires_grad_(True)
-                replayed = model(repeated)
-                start = torch.zeros_like(replayed).view(n_classes, n, -1)
+                start = replayed.new_zeros(replayed.shape).view(n_classes, n, -1)
                 for k, c in enumerate(classes):
                     start[k, :, c] = logits[:, c] if output_relevance == "logit" else 1.0
                 (result,) = torch.autograd.grad(replayed, repeated, start.view_as(replayed))
