@@ -184,6 +184,11 @@ def lime_ours(bench: Bench, samples: int) -> None:
     lime.explain(bench.model, bench.image, num_samples=samples, batch_size=BATCH)
 
 
+def lime_ours_plain(bench: Bench, samples: int) -> None:
+    """Ours without the first-layer shortcut: every masked image built and run through the model."""
+    lime.explain(bench.model, bench.image, num_samples=samples, batch_size=BATCH, first_layer_shortcut=False)
+
+
 def lime_reference(bench: Bench, samples: int) -> None:
     from lime import lime_image
 
@@ -220,6 +225,11 @@ def lime_captum(bench: Bench, samples: int, classes: int = NUM_CLASSES) -> None:
 
 def shap_ours(bench: Bench, samples: int) -> None:
     shap.explain(bench.model, bench.image, nsamples=samples, batch_size=BATCH)
+
+
+def shap_ours_plain(bench: Bench, samples: int) -> None:
+    """Ours without the first-layer shortcut: every masked image built and run through the model."""
+    shap.explain(bench.model, bench.image, nsamples=samples, batch_size=BATCH, first_layer_shortcut=False)
 
 
 def shap_reference(bench: Bench, samples: int) -> None:
@@ -329,10 +339,14 @@ def build_tasks(spec: ModelSpec, *, rules: tuple[str, ...], full: bool) -> list[
              warm_classes=1, note="" if slow else skipped),
         Task("lime/ours", "LIME", "ours (lime.explain)", 14, lime_ours, samples="samples",
              baseline="floor/forward", target=1.05),
+        Task("lime/ours-plain", "LIME", "ours, plain route (first_layer_shortcut=False)", 14, lime_ours_plain,
+             samples="samples", baseline="floor/forward"),
         Task("floor/forward", "floor", f"forward, inference_mode, batch {BATCH}", 14, floor_forward,
              kind="floor", samples="samples"),
         Task("shap/ours", "Kernel SHAP", "ours (shap.explain)", 14, shap_ours, samples="samples",
              baseline="floor/forward", target=1.05),
+        Task("shap/ours-plain", "Kernel SHAP", "ours, plain route (first_layer_shortcut=False)", 14,
+             shap_ours_plain, samples="samples", baseline="floor/forward"),
         Task("shap/shap", "Kernel SHAP", "shap KernelExplainer (numpy masking)", 14, shap_reference,
              kind="reference", samples="samples", baseline="floor/forward", ours="shap/ours"),
         Task("shap/captum", "Kernel SHAP", "captum KernelShap x14", 14, shap_captum if slow else None,
@@ -517,9 +531,10 @@ def evaluations(task: Task, samples: int, bench: Bench) -> str:
         return task.work
     if task.samples == "captum":
         return f"14 x {samples} (timed: 14 x {bench.captum_samples})"
+    check = " + 2 (shortcut check)" if task.name in ("lime/ours", "shap/ours") else ""
     if task.method == "Kernel SHAP":
-        return str(samples + 2)
-    return str(samples)
+        return f"{samples + 2}{check}"
+    return f"{samples}{check}"
 
 
 # --------------------------------------------------------------------------- output

@@ -95,7 +95,18 @@ def test_deterministic_batched_and_class_subset(model, images):
         first = lime_explainer.explain(model, images, seed=5, num_samples=NUM_SAMPLES, batch_size=16)
     finally:
         handle.remove()
-    assert max(calls) <= 16 and sum(calls) == 2 * NUM_SAMPLES  # no extra model calls
+    # per image: the samples, plus the first two evaluated by both routes (first-layer shortcut check)
+    assert max(calls) <= 16 and sum(calls) == 2 * (NUM_SAMPLES + 2)
+    calls.clear()
+    handle = model.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    try:
+        plain = lime_explainer.explain(
+            model, images, seed=5, num_samples=NUM_SAMPLES, batch_size=16, first_layer_shortcut=False
+        )
+    finally:
+        handle.remove()
+    assert sum(calls) == 2 * NUM_SAMPLES  # no extra model calls on the plain route
+    np.testing.assert_allclose(plain, first, rtol=0, atol=1e-6)
     again = lime_explainer.explain(model, images, seed=5, num_samples=NUM_SAMPLES, batch_size=64)
     np.testing.assert_allclose(again, first, rtol=0, atol=1e-6)
     subset = lime_explainer.explain(model, images, [9, 2], seed=5, num_samples=NUM_SAMPLES)

@@ -97,7 +97,19 @@ def test_deterministic_batched_seed_local(model, images):
     finally:
         handle.remove()
     np.testing.assert_array_equal(np.random.get_state()[1], before)  # global RNG restored
-    assert max(calls) <= 16 and sum(calls) == 2 * (NSAMPLES + 2)  # samples + image + all-hidden
+    # per image: samples + image + all-hidden, and those two once more by the plain route (the
+    # first-layer shortcut's check)
+    assert max(calls) <= 16 and sum(calls) == 2 * (NSAMPLES + 4)
+    calls.clear()
+    handle = model.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    try:
+        plain = shap_explainer.explain(
+            model, images, seed=2, nsamples=NSAMPLES, batch_size=16, first_layer_shortcut=False
+        )
+    finally:
+        handle.remove()
+    assert sum(calls) == 2 * (NSAMPLES + 2)
+    np.testing.assert_allclose(plain, first, rtol=0, atol=1e-5)
     again = shap_explainer.explain(model, images, seed=2, nsamples=NSAMPLES, batch_size=64)
     np.testing.assert_allclose(again, first, rtol=0, atol=1e-5)
     subset = shap_explainer.explain(model, images[1:], [11, 3], seed=2, nsamples=NSAMPLES)

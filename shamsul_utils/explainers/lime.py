@@ -18,6 +18,7 @@ from torch import nn
 
 from ..models import IMAGENET_MEAN, IMAGENET_STD
 from ._perturbation import (
+    CoalitionModel,
     SegmentExplanation,
     check_inputs,
     evaluation_mode,
@@ -25,7 +26,6 @@ from ._perturbation import (
     model_device,
     model_dtype,
     paint_segments,
-    predict_coalitions,
     relabel_segments,
     unnormalise,
 )
@@ -66,6 +66,7 @@ def explain_segments(
     hide_color: float | None = 0.0,
     kernel_width: float = 0.25,
     segmentation_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+    first_layer_shortcut: bool = True,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> SegmentExplanation:
@@ -103,7 +104,10 @@ def explain_segments(
     fill_t = torch.from_numpy(normalised_fill.transpose(2, 0, 1)).to(device, dtype)
     image_t = image.to(device, dtype)
     segments_t = torch.from_numpy(segments).to(device)
-    labels = predict_coalitions(model, image_t, fill_t, segments_t, data, classes, batch_size=batch_size)
+    predictor = CoalitionModel(
+        model, image_t, fill_t, segments_t, classes, batch_size=batch_size, shortcut=first_layer_shortcut
+    )
+    labels = predictor(data)
 
     distances = sklearn.metrics.pairwise_distances(data, data[0].reshape(1, -1), metric="cosine").ravel()
     weights = _kernel(distances, kernel_width)
@@ -128,6 +132,7 @@ def explain(
     hide_color: float | None = 0.0,
     kernel_width: float = 0.25,
     segmentation_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+    first_layer_shortcut: bool = True,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> np.ndarray:
@@ -162,6 +167,11 @@ def explain(
         Maps the [0, 1] RGB image ``[H, W, 3]`` (float64) to integer labels (renumbered to
         ``0 .. M-1`` in increasing order, which lime itself assumes); default
         :func:`quickshift_segments` with LIME's parameters.
+    first_layer_shortcut : bool
+        Evaluate the model's first convolution as a matrix product over per-segment responses
+        (exact up to float rounding; see
+        :class:`~shamsul_utils.explainers._perturbation.CoalitionModel`). ``False``: build
+        every masked image and run the whole model on it.
     mean, std : sequence of 3 float
         The normalisation of ``images`` (ImageNet by default).
 
@@ -186,6 +196,8 @@ def explain(
       the CPU with a Python loop over segments); all classes come from the same model calls and
       one multi-target ridge solve (lime's ``local_exp`` per label is the same solve); the
       batches are in ``channels_last`` memory format (same values, faster convolutions on CPU);
+    * by default the model's first convolution is evaluated from per-segment responses
+      (``first_layer_shortcut``): the same function of the coalition, float rounding aside;
     * quickshift sees the [0, 1] RGB image clipped to [0, 1] (the test gives lime the same).
 
     Deviations from the paper that lime (and so SHAMSUL) already makes: the paper's K-Lasso
@@ -234,6 +246,7 @@ def explain(
                 hide_color=hide_color,
                 kernel_width=float(kernel_width),
                 segmentation_fn=segmentation_fn,
+                first_layer_shortcut=bool(first_layer_shortcut),
                 mean=mean,
                 std=std,
             )

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..models import IMAGENET_MEAN, IMAGENET_STD
 from ._perturbation import (
+    CoalitionModel,
     SegmentExplanation,
     check_inputs,
     evaluation_mode,
@@ -29,7 +30,6 @@ from ._perturbation import (
     model_device,
     model_dtype,
     paint_segments,
-    predict_coalitions,
     relabel_segments,
     unnormalise,
 )
@@ -84,6 +84,7 @@ def explain_segments(
     fill: str | float = "mean",
     l1_reg: str | float | bool = "aic",
     segmentation_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+    first_layer_shortcut: bool = True,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> SegmentExplanation:
@@ -124,10 +125,9 @@ def explain_segments(
     image_t = image.to(device, dtype)
     segments_t = torch.from_numpy(segments).to(device)
 
-    def predict(coalitions: np.ndarray) -> np.ndarray:
-        return predict_coalitions(
-            model, image_t, fill_t, segments_t, coalitions, classes, batch_size=batch_size
-        )
+    predict = CoalitionModel(
+        model, image_t, fill_t, segments_t, classes, batch_size=batch_size, shortcut=first_layer_shortcut
+    )
 
     # f(all hidden) and f(image) in one call; shap asks for them separately (background at
     # construction, the instance in explain), so serve those two rows from this cache.
@@ -164,6 +164,7 @@ def explain(
     fill: str | float = "mean",
     l1_reg: str | float | bool = "aic",
     segmentation_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+    first_layer_shortcut: bool = True,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> np.ndarray:
@@ -202,6 +203,11 @@ def explain(
     segmentation_fn : callable, optional
         Maps the [0, 1] RGB image ``[H, W, 3]`` (float64) to integer labels (renumbered to
         ``0 .. M-1``); default :func:`slic_segments` (50 SLIC segments, compactness 30, sigma 3).
+    first_layer_shortcut : bool
+        Evaluate the model's first convolution as a matrix product over per-segment responses
+        (exact up to float rounding; see
+        :class:`~shamsul_utils.explainers._perturbation.CoalitionModel`). ``False``: build
+        every masked image and run the whole model on it.
     mean, std : sequence of 3 float
         The normalisation of ``images`` (ImageNet by default).
 
@@ -236,6 +242,9 @@ def explain(
       one call and served from a cache. Same numbers as the plain use of shap
       (``tests/test_shap.py``), at the cost of about ``nsamples + 2`` forward passes. The
       batches are in ``channels_last`` memory format (same values, faster convolutions on CPU).
+      By default the model's first convolution is evaluated from per-segment responses
+      instead (``first_layer_shortcut``): the same function of the coalition, float rounding
+      aside.
     * shap's small least-squares problems run with one BLAS thread (threadpoolctl); they were
       up to 8x slower with multi-threaded BLAS on a busy 2-core machine.
 
@@ -282,6 +291,7 @@ def explain(
                 fill=fill,
                 l1_reg=l1_reg,
                 segmentation_fn=segmentation_fn,
+                first_layer_shortcut=bool(first_layer_shortcut),
                 mean=mean,
                 std=std,
             )
