@@ -531,7 +531,7 @@ def evaluations(task: Task, samples: int, bench: Bench) -> str:
         return task.work
     if task.samples == "captum":
         return f"14 x {samples} (timed: 14 x {bench.captum_samples})"
-    check = " + 2 (shortcut check)" if task.name in ("lime/ours", "shap/ours") else ""
+    check = " + 1 (shortcut check)" if task.name in ("lime/ours", "shap/ours") else ""
     if task.method == "Kernel SHAP":
         return f"{samples + 2}{check}"
     return f"{samples}{check}"

@@ -61,7 +61,7 @@ def test_shortcut_equals_the_masked_images(densenet):
         again = fast(coalitions)  # later calls keep the route
     np.testing.assert_allclose(plain_out, reference, rtol=0, atol=1e-6)
     np.testing.assert_allclose(fast_out, reference, rtol=0, atol=1e-5)
-    # the first call checked rows 0-1 in a batch of their own: batch composition moves the rounding
+    # the first call checked row 0 in a batch of its own: batch composition moves the rounding
     np.testing.assert_allclose(again, fast_out, rtol=0, atol=1e-6)
     assert fast_out.shape == (37, 14) and fast_out.dtype == np.float64
 

@@ -247,8 +247,8 @@ class CoalitionModel:
       built and the first convolution never runs on the ``S`` samples. It applies when the
       model's first Conv2d consumes the input tensor itself, ``M`` is below that convolution's
       multiply-adds per output value (``3 * k * k``) and ``R`` fits in
-      :data:`SHORTCUT_MAX_BYTES`. The first call decides: its first two coalitions run by both
-      routes (two extra model evaluations per image), and the shortcut is kept only if they
+      :data:`SHORTCUT_MAX_BYTES`. The first call decides: its first coalition runs by both
+      routes (one extra model evaluation per image), and the shortcut is kept only if they
       agree (``rtol=1e-4``); otherwise everything runs the plain route. Like any change of
       batch composition, the route changes the float rounding (about 1e-7), nothing else.
 
@@ -298,7 +298,7 @@ class CoalitionModel:
         coalitions = np.asarray(coalitions)
         if self._undecided and coalitions.shape[0] > 0:
             self._undecided = False
-            check = coalitions[:2]
+            check = coalitions[:1]
             finder = _InputConvolution(self.model)
             with finder.watching():
                 plain = self._plain(check)
@@ -311,9 +311,9 @@ class CoalitionModel:
                 except (RuntimeError, ValueError, TypeError, IndexError):
                     fast = None
                 if fast is not None and np.allclose(fast, plain, rtol=1e-4, atol=1e-6):
-                    return np.concatenate([fast, self._shortcut(coalitions[2:])])
+                    return np.concatenate([fast, self._shortcut(coalitions[1:])])
                 self.stem = None
-            return np.concatenate([plain, self._plain(coalitions[2:])])
+            return np.concatenate([plain, self._plain(coalitions[1:])])
         if self.stem is not None:
             return self._shortcut(coalitions)
         return self._plain(coalitions)
