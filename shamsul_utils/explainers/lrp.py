@@ -50,15 +50,22 @@ inputs passes ``alpha R = 2 R``).
 in a backward hook; one backward per class costs about ``C`` times one class. Here the
 composite's rules are evaluated by a class-batched engine (:func:`relevance`): one ordinary
 forward records every hooked layer's input and output (and the max-pool indices); a second,
-cheap forward over the images repeated ``C`` times replays the recorded outputs (no
-convolution is recomputed) through custom autograd functions; the backward then applies each
-layer's zennit rule to the relevance of all ``C`` classes together, sharing the rule's
-modified forward passes (e.g. ``W+ x+`` for z+) across classes and batching the transposed
-convolutions (a transposed convolution whose modified input is all zero, such as ``x-`` after
-a ReLU, is skipped: the reducer multiplies it by zero). The result equals zennit's
-``Gradient`` attributor with the same composite, one class at a time (tested to 1e-5).
-Each class still needs its own transposed pass through every convolution, so 14 classes cost
-about 5-7 times one class on a CPU (zennit's loop: about 14 times).
+cheap forward over the images repeated ``C`` times replays the hooked layers (no convolution
+is recomputed) through custom autograd functions. That replay carries shapes only (zero-stride
+zeros, no memory per class) when everything between the hooked layers has a backward that
+needs no values (concatenations, poolings, reshapes: checked on the autograd graph), and the
+recorded values otherwise. The backward then applies each layer's zennit rule to the
+relevance of all ``C`` classes together, sharing the rule's modified forward passes (e.g.
+``W+ x+`` for z+) across classes and batching the transposed convolutions (a 1x1 one is a
+matrix product, a stride-1 one a convolution with the flipped kernel; one whose modified
+input is all zero, such as ``x-`` after a ReLU, is skipped: the reducer multiplies it by
+zero). The result equals zennit's ``Gradient`` attributor with the same composite, one class
+at a time (tested to 1e-5). Each class still needs its own transposed pass through every
+convolution, as many multiply-adds as a forward pass, while one class costs a recording and
+a modified forward plus one transposed pass: so 14 classes cost about ``(2 + 14) / 3 ~ 5``
+times one class when the arithmetic is the bottleneck (DenseNet121 at 224 px on a CPU;
+measured 4.8-5.8x, ``benchmarks/README.md``), less where one image leaves the hardware idle
+(demo model: 2.5-3.5x). zennit's loop costs about 14-18 times one class.
 
 References
 ----------
