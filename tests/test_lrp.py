@@ -128,27 +128,8 @@ def test_output_relevance_one_sums_to_one(images):
     np.testing.assert_allclose(maps.sum(axis=(2, 3)), 1.0, rtol=0.01)
 
 
-@pytest.mark.parametrize("rule", lrp.RULES)
-def test_all_classes_equal_plain_zennit_per_class(trained, images, rule):
-    classes = [0, 5, 13]
-    composite = lrp.make_composite(rule)
-    logits = _logits(trained, images)
-    reference = []
-    for c in classes:
-        one_hot = torch.zeros_like(logits)
-        one_hot[:, c] = 1.0
-        with Gradient(trained, composite) as attributor:
-            _, relevance = attributor(images, attr_output=lambda out, one_hot=one_hot: out * one_hot)
-        reference.append(relevance.sum(dim=1))
-    reference = torch.stack(reference, dim=1).numpy()
-    ours = lrp.explain(trained, images, classes, rule=rule)
-    assert ours.shape == reference.shape and ours.dtype == np.float32
-    scale = np.abs(reference).max()
-    assert scale > 0
-    np.testing.assert_allclose(ours, reference, atol=1e-5 * scale, rtol=0)
-
-
 def _zennit_per_class(model, composite, images, classes):
+    """zennit's Gradient attributor once per class (relevance of the logit), summed over colours."""
     logits = _logits(model, images)
     reference = []
     for c in classes:
@@ -158,6 +139,17 @@ def _zennit_per_class(model, composite, images, classes):
             _, relevance = attributor(images, attr_output=lambda out, one_hot=one_hot: out * one_hot)
         reference.append(relevance.sum(dim=1))
     return torch.stack(reference, dim=1).numpy()
+
+
+@pytest.mark.parametrize("rule", lrp.RULES)
+def test_all_classes_equal_plain_zennit_per_class(trained, images, rule):
+    classes = [0, 5, 13]
+    reference = _zennit_per_class(trained, lrp.make_composite(rule), images, classes)
+    ours = lrp.explain(trained, images, classes, rule=rule)
+    assert ours.shape == reference.shape and ours.dtype == np.float32
+    scale = np.abs(reference).max()
+    assert scale > 0
+    np.testing.assert_allclose(ours, reference, atol=1e-5 * scale, rtol=0)
 
 
 @pytest.mark.parametrize("rule", ["epsilon", "alpha2beta1"])

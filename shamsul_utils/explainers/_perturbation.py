@@ -7,9 +7,10 @@ parts they share:
 * :func:`check_inputs` validates the common call shape and returns the classes to explain;
 * :func:`unnormalise` recovers the [0, 1] RGB image from an ImageNet-normalised tensor;
 * :func:`fill_image` turns a fill option ("mean", "black", "paper", a number) into a fill image;
-* :func:`predict_coalitions` evaluates ``sigmoid(model(x))`` on masked images that it builds in
-  torch, ``batch_size`` at a time, from a 0/1 coalition matrix (never all samples at once), and
-  returns every requested class from the same model calls;
+* :class:`CoalitionModel` evaluates ``sigmoid(model(x))`` for coalition rows of one image, every
+  requested class from the same model calls: by building the masked images in torch,
+  ``batch_size`` at a time (never all samples at once), or by its first-layer shortcut, which
+  evaluates the model's first convolution from per-segment responses and builds no image;
 * :func:`paint_segments` spreads per-segment weights back to pixels.
 """
 
@@ -37,7 +38,6 @@ __all__ = [
     "model_device",
     "model_dtype",
     "paint_segments",
-    "predict_coalitions",
     "relabel_segments",
     "unnormalise",
 ]
@@ -365,28 +365,6 @@ class CoalitionModel:
         finally:
             setattr(parent, name, conv)
         return out
-
-
-def predict_coalitions(
-    model: nn.Module,
-    image: torch.Tensor,
-    fill: torch.Tensor,
-    segments: torch.Tensor,
-    coalitions: np.ndarray,
-    classes: Sequence[int],
-    *,
-    batch_size: int,
-    shortcut: bool = False,
-) -> np.ndarray:
-    """``sigmoid(model(x_z))[:, classes]`` for every coalition row ``z``, float64 ``[S, C]``.
-
-    One-off form of :class:`CoalitionModel` (the plain route unless ``shortcut=True``); call
-    inside :func:`evaluation_mode`.
-    """
-    predictor = CoalitionModel(
-        model, image, fill, segments, classes, batch_size=batch_size, shortcut=shortcut
-    )
-    return predictor(coalitions)
 
 
 def paint_segments(weights: np.ndarray, segments: np.ndarray) -> np.ndarray:
