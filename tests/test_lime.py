@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from model_calls import counting_calls
 
 from shamsul_utils.explainers import lime as lime_explainer
 from shamsul_utils.explainers._perturbation import evaluation_mode, unnormalise
@@ -89,22 +90,14 @@ def test_equals_lime_local_exp(model, images, seed, hide_color):
 
 
 def test_deterministic_batched_and_class_subset(model, images):
-    calls: list[int] = []
-    handle = model.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
-    try:
+    with counting_calls(model) as calls:
         first = lime_explainer.explain(model, images, seed=5, num_samples=NUM_SAMPLES, batch_size=16)
-    finally:
-        handle.remove()
     # per image: the samples, plus the first one once more by the plain route (first-layer shortcut check)
     assert max(calls) <= 16 and sum(calls) == 2 * (NUM_SAMPLES + 1)
-    calls.clear()
-    handle = model.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
-    try:
+    with counting_calls(model) as calls:
         plain = lime_explainer.explain(
             model, images, seed=5, num_samples=NUM_SAMPLES, batch_size=16, first_layer_shortcut=False
         )
-    finally:
-        handle.remove()
     assert sum(calls) == 2 * NUM_SAMPLES  # no extra model calls on the plain route
     np.testing.assert_allclose(plain, first, rtol=0, atol=1e-6)
     again = lime_explainer.explain(model, images, seed=5, num_samples=NUM_SAMPLES, batch_size=64)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from model_calls import counting_calls
 
 from shamsul_utils.explainers import shap as shap_explainer
 from shamsul_utils.explainers._perturbation import evaluation_mode, unnormalise
@@ -88,26 +89,18 @@ def test_equals_plain_kernel_explainer_and_is_efficient(model, images, fill, l1_
 
 
 def test_deterministic_batched_seed_local(model, images):
-    calls: list[int] = []
-    handle = model.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
     np.random.seed(123)
     before = np.random.get_state()[1].copy()
-    try:
+    with counting_calls(model) as calls:
         first = shap_explainer.explain(model, images, seed=2, nsamples=NSAMPLES, batch_size=16)
-    finally:
-        handle.remove()
     np.testing.assert_array_equal(np.random.get_state()[1], before)  # global RNG restored
     # per image: samples + image + all-hidden, and the all-hidden one once more by the plain route
     # (the first-layer shortcut's check)
     assert max(calls) <= 16 and sum(calls) == 2 * (NSAMPLES + 3)
-    calls.clear()
-    handle = model.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
-    try:
+    with counting_calls(model) as calls:
         plain = shap_explainer.explain(
             model, images, seed=2, nsamples=NSAMPLES, batch_size=16, first_layer_shortcut=False
         )
-    finally:
-        handle.remove()
     assert sum(calls) == 2 * (NSAMPLES + 2)
     np.testing.assert_allclose(plain, first, rtol=0, atol=1e-5)
     again = shap_explainer.explain(model, images, seed=2, nsamples=NSAMPLES, batch_size=64)
