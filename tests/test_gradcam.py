@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from model_checks import module_state
 
 from shamsul_utils.explainers import gradcam
 from shamsul_utils.models import build_model, last_dense_block
@@ -31,21 +32,6 @@ def model() -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
     return torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-
-
-def _module_state(model: torch.nn.Module) -> list:
-    return [
-        (
-            name,
-            module.training,
-            len(module._forward_hooks),
-            len(module._forward_pre_hooks),
-            len(module._backward_hooks),
-            len(module._backward_pre_hooks),
-            "forward" in module.__dict__,
-        )
-        for name, module in model.named_modules()
-    ]
 
 
 def _captum(model, images, layer, classes, relu):
@@ -90,10 +76,10 @@ def test_all_classes_batches_and_layer_size(model, images):
 def test_model_left_as_it_was(images):
     model = _model(seed=3)
     model.train()  # explain must use eval mode and restore the flag
-    before = _module_state(model)
+    before = module_state(model)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     gradcam.explain(model, images[:2], [0, 1])
-    assert _module_state(model) == before
+    assert module_state(model) == before
     for key, value in model.state_dict().items():
         assert torch.equal(value, state[key]), key
     assert all(p.grad is None for p in model.parameters())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from model_calls import counting_calls
+from model_checks import counting_calls
 
 from shamsul_utils.explainers import lime as lime_explainer
 from shamsul_utils.explainers._perturbation import evaluation_mode, unnormalise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from model_checks import module_state
 from zennit.attribution import Gradient
 
 from shamsul_utils.explainers import lrp
@@ -43,23 +44,6 @@ def images() -> torch.Tensor:
     return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(7))
 
 
-def _module_state(model: torch.nn.Module) -> list:
-    return [
-        (
-            name,
-            type(module).__name__,
-            module.training,
-            len(module._forward_hooks),
-            len(module._forward_pre_hooks),
-            len(module._backward_hooks),
-            len(module._backward_pre_hooks),
-            "forward" in module.__dict__,
-            tuple(module.__dict__),
-        )
-        for name, module in model.named_modules()
-    ]
-
-
 def _parameters(model: torch.nn.Module) -> dict:
     return {name: (id(p), p.detach().clone()) for name, p in model.named_parameters()} | {
         name: (None, b.detach().clone()) for name, b in model.named_buffers()
@@ -67,7 +51,7 @@ def _parameters(model: torch.nn.Module) -> dict:
 
 
 def _assert_unchanged(model, state, params):
-    assert _module_state(model) == state
+    assert module_state(model) == state
     now = _parameters(model)
     assert now.keys() == params.keys()
     for name, (ident, value) in params.items():
@@ -81,7 +65,7 @@ def _logits(model, images):
 
 
 def test_canonizer_keeps_the_function_and_undoes_itself(trained, images):
-    state, params = _module_state(trained), _parameters(trained)
+    state, params = module_state(trained), _parameters(trained)
     reference = _logits(trained, images)
     handles = lrp.DenseNetCanonizer().apply(trained)
     try:
@@ -202,7 +186,7 @@ def test_shape_all_classes_and_batching(trained, images):
 def test_model_left_as_it_was(images):
     model = _trained(seed=4)
     model.train()
-    state, params = _module_state(model), _parameters(model)
+    state, params = module_state(model), _parameters(model)
     lrp.explain(model, images, [0, 1], rule="alpha2beta1")
     _assert_unchanged(model, state, params)
 
@@ -217,7 +201,7 @@ def test_model_restored_after_an_exception(images):
             raise RuntimeError("boom")
 
     handle = model.classifier.register_forward_hook(fail_in_second_pass)
-    state, params = _module_state(model), _parameters(model)
+    state, params = module_state(model), _parameters(model)
     with pytest.raises(RuntimeError, match="boom"):
         lrp.explain(model, images, [0, 1], rule="deep_taylor")
     assert calls  # the failure happened inside explain

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from model_checks import module_state
 from torch import nn
 
 from shamsul_utils.explainers import _perturbation
@@ -68,12 +69,10 @@ def test_shortcut_equals_the_masked_images(densenet):
 
 def test_shortcut_leaves_the_model_as_it_was(densenet):
     image, fill, segments, coalitions = _problem(seed=2)
-    modules = [(name, id(module)) for name, module in densenet.named_modules()]
-    hooks = [len(m._forward_pre_hooks) for m in densenet.modules()]
+    before = module_state(densenet)
     with evaluation_mode(densenet):
         CoalitionModel(densenet, image, fill, segments, [3], batch_size=8)(coalitions)
-    assert [(name, id(module)) for name, module in densenet.named_modules()] == modules
-    assert [len(m._forward_pre_hooks) for m in densenet.modules()] == hooks
+    assert module_state(densenet) == before
 
 
 class _InputSkip(nn.Module):
