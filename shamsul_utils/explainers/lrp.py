@@ -2,49 +2,62 @@
 
 LRP (Bach et al. 2015) starts from the explained logit ``R = f_c(x)`` and redistributes it
 layer by layer to the input pixels. The SHAMSUL paper shows four rules; here each is a zennit
-composite that applies the rule to every convolution and to the classifier:
+composite that applies the rule to every convolution and to the classifier, and a fifth is the
+composite practitioners recommend for deep CNNs:
 
-=============== ============================================ ===================================
-``rule``        zennit rule on Conv2d / Linear                first layer (default)
-=============== ============================================ ===================================
-"z"             ``Epsilon(epsilon=stabilizer)`` = LRP-0       same rule
-"epsilon"       ``Epsilon(epsilon=1.0)``                      same rule
-"alpha2beta1"   ``AlphaBeta(alpha=2, beta=1)``                same rule
-"deep_taylor"   ``ZPlus()`` (the z+ rule)                     ``ZBox`` (z^B, pixel bounds)
-=============== ============================================ ===================================
+=================== ============================================ ===================================
+``rule``            zennit rule on Conv2d / Linear                first layer (default)
+=================== ============================================ ===================================
+"z"                 ``Epsilon(epsilon=stabilizer)`` = LRP-0       same rule
+"epsilon"           ``Epsilon(epsilon=1.0)``                      same rule
+"alpha2beta1"       ``AlphaBeta(alpha=2, beta=1)``                same rule
+"deep_taylor"       ``ZPlus()`` (the z+ rule)                     ``ZBox`` (z^B, pixel bounds)
+"epsilon_plus_flat" ``ZPlus()`` on Conv2d, ``Epsilon(1.0)`` on    ``Flat``
+                    the classifier (zennit's ``EpsilonPlusFlat``;
+                    Kohlbrenner et al. 2020, Montavon et al. 2019)
+=================== ============================================ ===================================
 
 Pooling layers get zennit's ``Norm`` rule (sum pooling as LRP-0), max pooling passes relevance
-to the maximum (its gradient), activations pass relevance through (``Pass``).
+to the maximum (its gradient), ReLUs pass relevance through (``Pass``).
 
 **DenseNet canonization** (:class:`DenseNetCanonizer`, after Pahde et al. 2023). DenseNet's
 BatchNorms sit *before* their convolution (``BN -> ReLU -> conv``, and BN acts on the
 concatenation of many earlier outputs), so they cannot be merged into a preceding layer.
-LRP rules do not know what to do with a BN, and passing relevance through it unchanged
-ignores its scale and shift. The canonizer rewrites the network into an equivalent one made of
-convolutions/linear layers (with biases), ReLU-like elementwise functions, concatenations and
-poolings only:
+The canonizer rewrites the network into an equivalent one made of convolutions / linear layers
+(with biases), ReLUs, gated shifts, concatenations and poolings only:
 
 * ``conv -> BN`` (stem ``conv0 -> norm0``, dense layer ``conv1 -> norm2``): BN is merged into
   the convolution before it (``W' = s W``, ``b' = s b + t``, with ``s = gamma / sqrt(var + eps)``,
   ``t = beta - mean * s``); the module keeps only its ReLU.
 * ``BN -> ReLU -> conv`` (dense layer ``norm1 -> conv1``, transition ``norm -> conv``, and
-  ``norm5 -> ReLU -> average pool -> classifier``): ``ReLU(s x + t) = s T(x) + t`` with the
-  *thresholded ReLU* ``T(x) = x`` where ``s x + t > 0`` and ``T(x) = -t / s`` elsewhere, so BN's
-  affine map moves behind the ReLU and merges into the following 1 x 1 convolution or (through
-  the linear average pool) into the classifier: ``W' = W s``, ``b' = b + W t``. ``T`` is a
-  :class:`ThresholdReLU` (a ``torch.nn.ReLU`` subclass) and gets the activation rule
-  (``Pass``), as in Pahde et al.'s ``ThreshReLUMergeBatchNorm``.
+  ``norm5 -> ReLU -> average pool -> classifier``): ``ReLU(s x + t) = s T(x)`` with the gated
+  shift ``T(x) = x - b`` on active units (``s x + t > 0``) and ``0`` on inactive ones, where
+  ``b = -t / s`` (:class:`ThresholdReLU`). The scale ``s`` merges into the following 1 x 1
+  convolution or (through the linear average pool) the classifier (``W' = W s``); the shift stays
+  in ``T`` as the bias of an elementwise unit. The next layer therefore sees exactly the real
+  network's contributions ``W_ij a_i``, and an inactive unit outputs 0 and receives no relevance.
 
-The canonized network computes the same logits (to float rounding); the canonizer is undone
-when the explanation returns. Relevance is conserved through every concatenation (a split of
-the tensor), every re-used feature map (relevance from all consumers adds up) and every
-``T`` (passed through); a layer's **bias absorbs** its share ``b_j / z_j R_j``, and ``epsilon``
-absorbs more by design. Hence, for the ``z`` rule, the input relevance sums to the logit
-exactly only when the biases are zero (a freshly initialised DenseNet, whose BNs are
-identities) or when ``ignore_bias=True`` (biases left out of the rule's denominators, zennit's
-``zero_params=["bias"]``); both are tested. ``z+`` and the ``z^B`` first layer conserve
-under the same condition; ``alpha2beta1`` does not in general (a neuron without negative
-inputs passes ``alpha R = 2 R``).
+**Deviation from Pahde et al.** Their ``ThreshReLUMergeBatchNorm`` lets ``T`` output the threshold
+``-t / s`` on inactive units, moves ``W t`` into the next bias and gives ``T`` the activation rule
+(``Pass``). An inactive unit then gets the relevance that the next layer assigns to that constant
+and hands it down as if it were active, although in the real network it outputs 0; on a trained
+DenseNet LRP-0 then differs from gradient x input by orders of magnitude. (zennit's base map also
+gives every BatchNorm module ``Pass``, which overrides the rules of the modules inside it; the
+composites here map the canonized BatchNorm containers to no rule.) The rule of ``T`` is
+``shift`` in :func:`make_composite`: ``"absorb"`` treats the shift as a bias under LRP-0
+(``R_x = x R / T(x)``: LRP-0 is then exactly gradient x input on the canonized network, the
+identity the tests check in float64), ``"pass"`` hands an active unit's relevance down unchanged
+(conservative; the default with ``ignore_bias`` only).
+
+**Conservation.** Relevance is conserved through every concatenation, every re-used feature map
+(relevance from all consumers adds up) and every pooling; a layer's **bias absorbs** its share
+``b_j / z_j R_j`` (for ``T`` under ``"absorb"``, the shift's share), and ``epsilon`` absorbs more by
+design. With ``ignore_bias=True`` (biases left out of the rules' denominators, zennit's
+``zero_params=["bias"]``; the shifts pass), LRP-0, z+ and z^B conserve the logit exactly, provided
+that no unit receiving relevance has a zero denominator (a unit whose inputs are all zero carries
+only its bias and cannot pass its relevance on); the tests check this to 1e-6 in float64.
+``alpha2beta1`` does not conserve in general (a neuron without negative inputs passes
+``alpha R = 2 R``); ``epsilon_plus_flat`` loses the classifier's epsilon share.
 
 **All classes at once.** A zennit composite hooks every layer and computes a layer's relevance
 in a backward hook; one backward per class costs about ``C`` times one class. Here the
@@ -75,6 +88,12 @@ Montavon, G. et al. (2017). Explaining nonlinear classification decisions with d
 decomposition. Pattern Recognition 65: 211-222.
 Pahde, F. et al. (2023). Optimizing explanations by network canonization and hyperparameter
 search. CVPR Workshops (SAIAD). arXiv:2211.17174.
+Montavon, G. et al. (2019). Layer-wise relevance propagation: an overview. In Explainable AI,
+LNCS 11700: 193-209.
+Kohlbrenner, M. et al. (2020). Towards best practice in explaining neural network decisions
+with LRP. IJCNN. arXiv:1910.09840.
+Ancona, M. et al. (2018). Towards better understanding of gradient-based attribution methods
+for deep neural networks. ICLR.
 Anders, C. J. et al. (2021). Software for dataset-wide XAI: from local explanations to global
 insights with Zennit, CoRelAy, and ViRelAy. arXiv:2106.13200.
 Alam, M. U. et al. (2023). SHAMSUL. arXiv:2307.08003.
@@ -94,14 +113,16 @@ from zennit.canonizers import Canonizer
 from zennit.composites import LayerMapComposite, SpecialFirstLayerMapComposite, layer_map_base
 from zennit.core import BasicHook, Composite, ParamMod, RemovableHandleList
 from zennit.rules import AlphaBeta, Epsilon, Flat, Norm, Pass, WSquare, ZBox, ZPlus
-from zennit.types import Convolution
+from zennit.types import BatchNorm, Convolution
 
 from ..models import IMAGENET_MEAN, IMAGENET_STD
 from ._common import check_inputs, chunks, evaluation_mode, model_device, model_dtype
 
 __all__ = [
     "FIRST_LAYER_RULES",
+    "PAPER_RULES",
     "RULES",
+    "SHIFT_RULES",
     "DenseNetCanonizer",
     "ThresholdReLU",
     "explain",
@@ -109,9 +130,12 @@ __all__ = [
     "relevance",
 ]
 
-RULES: tuple[str, ...] = ("z", "epsilon", "alpha2beta1", "deep_taylor")
+PAPER_RULES: tuple[str, ...] = ("z", "epsilon", "alpha2beta1", "deep_taylor")
+RULES: tuple[str, ...] = PAPER_RULES + ("epsilon_plus_flat",)
 FIRST_LAYER_RULES: tuple[str, ...] = ("same", "zbox", "flat", "wsquare")
-_DEFAULT_FIRST_LAYER = {"z": "same", "epsilon": "same", "alpha2beta1": "same", "deep_taylor": "zbox"}
+SHIFT_RULES: tuple[str, ...] = ("absorb", "pass")
+_DEFAULT_FIRST_LAYER = {"z": "same", "epsilon": "same", "alpha2beta1": "same", "deep_taylor": "zbox",
+                        "epsilon_plus_flat": "flat"}
 # zennit rules whose output modifiers are the identity and whose layers are linear maps, so
 # that the engine may use the transposed operator directly
 _LINEAR_RULES = (Epsilon, ZPlus, AlphaBeta, ZBox, Flat, WSquare, Norm)
@@ -120,13 +144,19 @@ _LINEAR_RULES = (Epsilon, ZPlus, AlphaBeta, ZBox, Flat, WSquare, Norm)
 # --------------------------------------------------------------------------- canonizer
 
 
-class ThresholdReLU(nn.ReLU):
-    """The thresholded ReLU ``T`` with ``ReLU(s x + t) = s T(x) + c`` (Pahde et al. 2023).
+class ThresholdReLU(nn.Module):
+    """The gated shift ``T`` with ``ReLU(s x + t) = s T(x)`` (after Pahde et al. 2023).
 
-    ``T(x) = x`` where ``s x + t > 0``, else the baseline ``-t / s``; for a channel with
-    ``s = 0`` the output is constant (``T = 0``, ``c = ReLU(t)``). With ``relu=False`` it is
-    the identity (a BN without activation). A ``torch.nn.ReLU`` subclass so that zennit
-    composites give it the activation rule (``Pass``).
+    ``T(x) = x - b`` where the unit is active (``s x + t > 0``) and ``0`` where it is not,
+    with the threshold ``b = -t / s``: the BatchNorm's scale ``s`` moves into the following
+    linear layer and its shift stays here, as the bias of an elementwise unit. An inactive unit
+    therefore outputs 0, as in the real network, and every LRP rule (which multiplies by the
+    input) gives it no relevance. A channel with ``s = 0`` outputs 0 here and its constant
+    ``ReLU(t)`` is merged into the next layer's bias. With ``relu=False`` (a BatchNorm without
+    activation) every unit with ``s != 0`` is active.
+
+    Not a ``torch.nn.ReLU`` subclass, so that zennit composites do not give it their activation
+    rule (``Pass``); :func:`make_composite` maps it explicitly (see ``shift`` there).
     """
 
     def __init__(self, scale: torch.Tensor, shift: torch.Tensor, relu: bool = True) -> None:
@@ -135,14 +165,20 @@ class ThresholdReLU(nn.ReLU):
         self.shift = shift
         self.relu = relu
         nonzero = scale != 0
-        self.baseline = torch.where(nonzero, -shift / torch.where(nonzero, scale, 1.0), 0.0)
+        self.threshold = torch.where(nonzero, -shift / torch.where(nonzero, scale, 1.0), 0.0)
+
+    def active(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - torch's name
+        """Boolean mask of the units that pass their input (broadcast over the batch)."""
+        view = (1, -1) + (1,) * (input.ndim - 2)
+        scale = self.scale.view(view).to(input.dtype)
+        if not self.relu:
+            return (scale != 0).expand_as(input)
+        return input * scale + self.shift.view(view).to(input.dtype) > 0
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - torch's name
-        if not self.relu:
-            return input
         view = (1, -1) + (1,) * (input.ndim - 2)
-        active = input * self.scale.view(view) + self.shift.view(view) > 0
-        return torch.where(active, input, self.baseline.view(view).to(input.dtype))
+        shifted = input - self.threshold.view(view).to(input.dtype)
+        return torch.where(self.active(input), shifted, shifted.new_zeros(()))
 
     def extra_repr(self) -> str:
         return f"channels={self.scale.numel()}, relu={self.relu}"
@@ -269,7 +305,8 @@ class DenseNetCanonizer(Canonizer):
                     f"DenseNetCanonizer supports ReLU activations only, got {type(norm.act).__name__}"
                 )
             scale, shift = _bn_affine(norm)
-            constant = torch.where(scale != 0, shift, shift.clamp(min=0) if relu else shift)
+            # what a unit feeds the next layer beyond s * T(x): ReLU(t) (or t) where s = 0
+            constant = torch.where(scale != 0, 0.0, shift.clamp(min=0) if relu else shift)
             in_fold[linear] = (scale, constant)
             self._add_module(norm, "canonizer_threshold", ThresholdReLU(scale, shift, relu))
             self._set_forward(norm, _threshold_forward)
@@ -329,26 +366,39 @@ def make_composite(
     epsilon: float = 1.0,
     stabilizer: float = 1e-6,
     ignore_bias: bool = False,
+    shift: str | None = None,
     canonize: bool = True,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> Composite:
-    """The zennit composite of one of the paper's rules (see the module docstring).
+    """The zennit composite of one LRP rule or composite (see the module docstring).
 
     Parameters
     ----------
-    rule : {"z", "epsilon", "alpha2beta1", "deep_taylor"}
-        Rule for every Conv2d and Linear layer.
+    rule : {"z", "epsilon", "alpha2beta1", "deep_taylor", "epsilon_plus_flat"}
+        The paper's four rules apply to every Conv2d and Linear layer; ``"epsilon_plus_flat"``
+        is the composite practitioners recommend for deep CNNs (zennit's ``EpsilonPlusFlat``;
+        Kohlbrenner et al. 2020): z+ on convolutions, epsilon on the classifier, flat first layer.
     first_layer : {"same", "zbox", "flat", "wsquare"}, optional
         Rule of the first convolution; default ``"zbox"`` for ``deep_taylor`` (Montavon et al.
-        2017's z^B rule for bounded pixel input), ``"same"`` otherwise.
+        2017's z^B rule for bounded pixel input), ``"flat"`` for ``epsilon_plus_flat``,
+        ``"same"`` otherwise.
     epsilon : float
-        The epsilon of ``rule="epsilon"`` (the paper's 1.0).
+        The epsilon of ``rule="epsilon"`` (the paper's 1.0) and of the classifier in
+        ``epsilon_plus_flat``.
     stabilizer : float
         Denominator stabiliser of the other rules; also the epsilon of ``rule="z"``.
     ignore_bias : bool
         Leave biases out of the rules (zennit ``zero_params=["bias"]``), so that they absorb
-        no relevance.
+        no relevance; the BatchNorm shifts of the canonized network then pass (``shift="pass"``).
+    shift : {"absorb", "pass"}, optional
+        Rule of a :class:`ThresholdReLU`, whose BatchNorm shift is a bias: ``"absorb"`` is LRP-0
+        through it (``R_x = x R / T(x)``; the shift absorbs its share, as a bias does under
+        z / epsilon / alpha-beta, and LRP-0 equals gradient x input); ``"pass"`` hands the
+        relevance of every active unit down unchanged (conservative). Default: ``"pass"`` with
+        ``ignore_bias`` (which leaves every bias out), ``"absorb"`` otherwise, for every rule:
+        on the demo model it localised far better than ``"pass"`` (notebook 04 shows the
+        numbers). Inactive units receive no relevance either way.
     canonize : bool
         Apply :class:`DenseNetCanonizer` (needs a timm DenseNet).
     mean, std : sequence of float
@@ -359,18 +409,32 @@ def make_composite(
     first_layer = _DEFAULT_FIRST_LAYER[rule] if first_layer is None else first_layer
     if first_layer not in FIRST_LAYER_RULES:
         raise ValueError(f"first_layer must be one of {FIRST_LAYER_RULES}, got {first_layer!r}")
+    if shift is None:
+        shift = "pass" if ignore_bias else "absorb"
+    if shift not in SHIFT_RULES:
+        raise ValueError(f"shift must be one of {SHIFT_RULES}, got {shift!r}")
+    if ignore_bias and shift != "pass":
+        raise ValueError("ignore_bias leaves every bias out, so the BatchNorm shifts pass: use shift='pass'")
     if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
         raise ValueError(f"mean and std must have 3 values with std > 0, got {tuple(mean)}, {tuple(std)}")
     zero = {"zero_params": ["bias"]} if ignore_bias else {}
     if rule == "z":
-        main = Epsilon(epsilon=stabilizer, **zero)
+        main: list = [((Convolution, nn.Linear), Epsilon(epsilon=stabilizer, **zero))]
     elif rule == "epsilon":
-        main = Epsilon(epsilon=epsilon, **zero)
+        main = [((Convolution, nn.Linear), Epsilon(epsilon=epsilon, **zero))]
     elif rule == "alpha2beta1":
-        main = AlphaBeta(alpha=2.0, beta=1.0, stabilizer=stabilizer, **zero)
+        main = [((Convolution, nn.Linear), AlphaBeta(alpha=2.0, beta=1.0, stabilizer=stabilizer, **zero))]
+    elif rule == "deep_taylor":
+        main = [((Convolution, nn.Linear), ZPlus(stabilizer=stabilizer, **zero))]
     else:
-        main = ZPlus(stabilizer=stabilizer, **zero)
-    layer_map = layer_map_base(stabilizer) + [((Convolution, nn.Linear), main)]
+        main = [(Convolution, ZPlus(stabilizer=stabilizer, **zero)), (nn.Linear, Epsilon(epsilon=epsilon, **zero))]
+    # Mappings before zennit's base map win. A ThresholdReLU: None leaves it unhooked (its gradient:
+    # relevance to the active units). A canonized BatchNorm module is only a container of its
+    # activation / ThresholdReLU now, so it must not get zennit's BatchNorm rule (Pass), which would
+    # override its children's rules (the outermost hooked module wins).
+    shift_rule = Epsilon(epsilon=stabilizer) if shift == "absorb" else None
+    containers = [(BatchNorm, None)] if canonize else []
+    layer_map = [(ThresholdReLU, shift_rule)] + containers + layer_map_base(stabilizer) + main
     canonizers = [DenseNetCanonizer()] if canonize else []
     if first_layer == "same":
         return LayerMapComposite(layer_map=layer_map, canonizers=canonizers)
@@ -391,6 +455,7 @@ def make_composite(
 
 
 _MAX_POOL = object()  # marks a replayed max pool (relevance follows its gradient)
+_GATE = object()  # marks an unhooked ThresholdReLU (relevance passes to its active units)
 
 
 @dataclass
@@ -423,6 +488,9 @@ class _Replay(torch.autograd.Function):
         layer: _Layer = ctx.layer
         if isinstance(layer.rule, Pass):
             relevance = grad
+        elif layer.rule is _GATE:  # the gradient of a ThresholdReLU: its active units
+            active = layer.module.active(layer.records[ctx.index][0])
+            relevance = (grad.view(layer.n_classes, *active.shape) * active).view(ctx.input_shape)
         elif layer.rule is _MAX_POOL:  # the gradient of max pooling: to each window's maximum
             indices = layer.records[ctx.index][2].repeat(layer.n_classes, 1, 1, 1)
             relevance = grad.new_zeros(ctx.input_shape).flatten(2)
@@ -436,6 +504,8 @@ class _Replay(torch.autograd.Function):
 
 
 def _has_transpose(module: nn.Module) -> bool:
+    if type(module) is ThresholdReLU:
+        return True
     if type(module) is nn.Conv2d:
         return module.padding_mode == "zeros" and not isinstance(module.padding, str)
     return type(module) is nn.Linear
@@ -453,6 +523,8 @@ def _transposed(module: nn.Module, weight: torch.Tensor, grad: torch.Tensor, inp
     """
     if type(module) is nn.Linear:
         return grad @ weight
+    if type(module) is ThresholdReLU:  # ``weight`` is its active-unit mask [N, ...]
+        return (grad.view(-1, *weight.shape) * weight).view(grad.shape)
     stride_one = tuple(module.stride) == (1, 1) and tuple(module.dilation) == (1, 1) and module.groups == 1
     kernel = tuple(weight.shape[2:])
     padding = tuple(module.padding)
@@ -505,7 +577,8 @@ def _rule_backward(layer: _Layer, index: int, grad: torch.Tensor) -> torch.Tenso
                     out = out_mod(layer.forward(inp))
                 # an all-zero modified input (x- after a ReLU) multiplies its gradient by zero in
                 # the reducer: skip that transposed convolution
-                transposes.append(modified.weight.detach() if bool(inp.any()) else None)
+                operator = module.active(inp) if type(module) is ThresholdReLU else modified.weight.detach()
+                transposes.append(operator if bool(inp.any()) else None)
                 inputs.append(inp[None])
                 outputs.append(out[None])
             else:  # generic: the layer's own autograd on the input repeated per class
@@ -626,13 +699,13 @@ def relevance(
                 continue
             forward = module.forward  # the (possibly canonized) forward in place now
             layers.append(_Layer(module, rule, forward, []))
-        # unhooked max pools (zennit: plain gradient) are replayed too, with recorded indices
+        # unhooked max pools and ThresholdReLUs (zennit: their plain gradient) are replayed too,
+        # with the recorded indices / inputs
         for name, module in model.named_modules():
             parts = name.split(".") if name else []
-            if type(module) is nn.MaxPool2d and not any(
-                ".".join(parts[:k]) in mapped for k in range(len(parts) + 1)
-            ):
-                layers.append(_Layer(module, _MAX_POOL, module.forward, []))
+            marker = {nn.MaxPool2d: _MAX_POOL, ThresholdReLU: _GATE}.get(type(module))
+            if marker is not None and not any(".".join(parts[:k]) in mapped for k in range(len(parts) + 1)):
+                layers.append(_Layer(module, marker, module.forward, []))
 
         def recorder(layer: _Layer):
             def hook(module: nn.Module, args: tuple, output: object) -> None:
@@ -732,6 +805,7 @@ def explain(
     epsilon: float = 1.0,
     stabilizer: float = 1e-6,
     ignore_bias: bool = False,
+    shift: str | None = None,
     canonize: bool = True,
     output_relevance: str = "logit",
     mean: Sequence[float] = IMAGENET_MEAN,
@@ -749,12 +823,12 @@ def explain(
         ImageNet-normalised images.
     classes : sequence of int, optional
         Indices into the model's outputs; ``None`` explains every output.
-    rule : {"z", "epsilon", "alpha2beta1", "deep_taylor"}
-        The paper's four rules; see :func:`make_composite`.
+    rule : {"z", "epsilon", "alpha2beta1", "deep_taylor", "epsilon_plus_flat"}
+        The paper's four rules and the practitioners' composite; see :func:`make_composite`.
     batch_size : int
         Images x classes per pass (``batch_size // len(classes)`` images at a time, at least
         one; classes are split when there are more than ``batch_size``).
-    first_layer, epsilon, stabilizer, ignore_bias, canonize, mean, std
+    first_layer, epsilon, stabilizer, ignore_bias, shift, canonize, mean, std
         See :func:`make_composite`.
     output_relevance : {"logit", "one"}
         Relevance put on the explained output: its logit ``f_c(x)`` (Bach et al. 2015; the
@@ -779,9 +853,9 @@ def explain(
       layer (Montavon et al. 2017); pass ``first_layer="same"`` for z+ everywhere.
     * ``"z"`` is LRP-0 with zennit's ``1e-6`` stabiliser in the denominator (exact LRP-0 would
       divide by zero for a zero pre-activation).
-    * BatchNorms are merged by :class:`DenseNetCanonizer` (Pahde et al. 2023), which the
-      original LRP papers (for BN-free networks) do not cover; relevance that reaches an
-      inactive unit of the thresholded ReLU is passed on, as in Pahde et al.
+    * BatchNorms are merged by :class:`DenseNetCanonizer` (after Pahde et al. 2023), which the
+      original LRP papers (for BN-free networks) do not cover; unlike Pahde et al., inactive units
+      output 0 and receive no relevance (see the module docstring).
     * Biases absorb relevance unless ``ignore_bias=True``; maps then do not sum exactly to
       the logit.
 
@@ -803,6 +877,7 @@ def explain(
         epsilon=epsilon,
         stabilizer=stabilizer,
         ignore_bias=ignore_bias,
+        shift=shift,
         canonize=canonize,
         mean=mean,
         std=std,
