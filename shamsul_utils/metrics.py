@@ -36,6 +36,7 @@ __all__ = [
     "pointing_game",
     "hit_rate",
     "bootstrap_ci",
+    "seed_bootstrap_ci",
     "paired_bootstrap_difference",
     "PairedDifference",
     "auroc_auprc",
@@ -141,15 +142,18 @@ def pointing_game(heatmaps, gt_masks, *, ties: str = "first") -> np.ndarray:
         Resized bilinearly (float32, ``align_corners=False``) to the masks' size if it differs,
         as CheXlocalize's ``eval.py`` (``create_map``) does.
     gt_masks : array-like of bool, shape (N, C, H, W)
-    ties : {"first", "any"}
+    ties : {"first", "fraction", "any"}
         ``"first"``: the first maximal pixel in raster order (``np.argmax``, as CheXlocalize).
+        ``"fraction"``: the share of the maximal pixels that lie in the mask, i.e. the expected
+        hit under a random tie break (tie-aware; for piecewise-constant maps such as LIME's and
+        SHAP's, whose maximum is a whole segment, the raster-order pick is arbitrary).
         ``"any"``: a hit when any maximal pixel is in the mask (lenient; a constant map then
         hits every non-empty mask).
 
     Returns
     -------
     ndarray, shape (N, C)
-        NaN where the ground-truth mask is empty: undefined, never a hit (Quantus' pointing game
+        1.0 / 0.0 (a fraction in [0, 1] with ``ties="fraction"``); NaN where the ground-truth mask is empty: undefined, never a hit (Quantus' pointing game
         has counted an empty mask as a hit). NaN values in a map are ignored; an all-NaN map is
         a miss (a method that points nowhere should not be dropped from the mean).
 
@@ -166,8 +170,8 @@ def pointing_game(heatmaps, gt_masks, *, ties: str = "first") -> np.ndarray:
     array = heatmaps.detach().cpu().numpy() if isinstance(heatmaps, torch.Tensor) else np.asarray(heatmaps)
     if array.shape[:-2] != gt.shape[:-2]:
         raise ValueError(f"heatmaps {array.shape} and gt_masks {gt.shape} need the same leading shape")
-    if ties not in ("first", "any"):
-        raise ValueError(f"ties must be 'first' or 'any', got {ties!r}")
+    if ties not in ("first", "fraction", "any"):
+        raise ValueError(f"ties must be 'first', 'fraction' or 'any', got {ties!r}")
     maps = array.reshape(-1, *array.shape[-2:])
     masks = gt.reshape(-1, *gt.shape[-2:])
     size = masks.shape[-2:]
@@ -181,8 +185,10 @@ def pointing_game(heatmaps, gt_masks, *, ties: str = "first") -> np.ndarray:
         if ties == "first":
             hits = np.take_along_axis(truth, np.argmax(flat, axis=1)[:, None], axis=1)[:, 0]
         else:
-            hits = ((flat == flat.max(axis=1, keepdims=True)) & truth).any(axis=1)
-        hits &= (flat > -np.inf).any(axis=1)  # an all-NaN map points nowhere
+            maximal = flat == flat.max(axis=1, keepdims=True)
+            inside = (maximal & truth).sum(axis=1)
+            hits = inside / maximal.sum(axis=1) if ties == "fraction" else inside > 0
+        hits = np.where((flat > -np.inf).any(axis=1), hits, 0.0)  # an all-NaN map points nowhere
         result[start : start + step] = hits
     result[~masks.any(axis=(-2, -1))] = np.nan
     return result.reshape(gt.shape[:-2])
@@ -264,6 +270,55 @@ def bootstrap_ci(
         estimate = statistic(array, axis=0)
     samples = _resampled(array, _indices(len(array), n_resamples, seed), statistic)
     low, high = _interval(samples, confidence, interval)
+    return estimate, low, high
+
+
+def seed_bootstrap_ci(
+    values,
+    *,
+    statistic: Callable = np.nanmean,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+):
+    """Estimate and interval over models *and* images: a two-level (seed, image) bootstrap.
+
+    Parameters
+    ----------
+    values : array-like, shape (S, N) or (S, N, C)
+        Per-image scores of the same N images under S models (training seeds).
+    statistic, n_resamples, seed, confidence
+        As in :func:`bootstrap_ci`.
+
+    Returns
+    -------
+    estimate, low, high : float or ndarray of shape (C,)
+        ``estimate`` is the mean over models of the statistic. Each resample draws S models with
+        replacement and N images with replacement (the same images for every model: the models
+        explain the same images), and averages the drawn models' statistics; so the interval
+        covers the spread between training runs as well as the choice of images. With few seeds
+        it is a rough interval (3 seeds allow 10 distinct model multisets).
+
+    Examples
+    --------
+    >>> same = np.tile(np.arange(10.0), (3, 1))  # three models that agree: the image bootstrap
+    >>> estimate, low, high = seed_bootstrap_ci(same, n_resamples=200)
+    >>> float(estimate), bool(np.allclose((low, high), bootstrap_ci(np.arange(10.0), n_resamples=200)[1:]))
+    (4.5, True)
+    """
+    array = np.asarray(values, dtype=float)
+    n_seeds, n_images = array.shape[:2]
+    indices = _indices(n_images, n_resamples, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        estimate = np.mean([statistic(array[k], axis=0) for k in range(n_seeds)], axis=0)
+        per_seed = np.stack([_resampled(array[k], indices, statistic) for k in range(n_seeds)])  # [S, R, ...]
+    if n_seeds > 1:
+        drawn = np.random.default_rng([seed, 1]).integers(0, n_seeds, size=(n_resamples, n_seeds))
+        samples = per_seed[drawn, np.arange(n_resamples)[:, None]].mean(axis=1)
+    else:
+        samples = per_seed[0]
+    low, high = _interval(samples, confidence, "percentile")
     return estimate, low, high
 
 

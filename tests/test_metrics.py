@@ -60,6 +60,8 @@ def test_pointing_game_by_hand():
     masks[0, 3, 2, 2] = True
     np.testing.assert_array_equal(pointing_game(heatmaps, masks), [[1.0, 0.0, np.nan, 0.0]])
     np.testing.assert_array_equal(pointing_game(heatmaps, masks, ties="any"), [[1.0, 0.0, np.nan, 1.0]])
+    # tie-aware: the constant map's 16 maximal pixels, 1 of them in the mask -> 1/16
+    np.testing.assert_array_equal(pointing_game(heatmaps, masks, ties="fraction"), [[1.0, 0.0, np.nan, 1 / 16]])
     # a 2 x 2 map against 8 x 8 masks: resized bilinearly first, the maximum stays top-left
     small = np.array([[[[1.0, 0.0], [0.0, 0.0]]]])
     top_left = _square((8, 8), slice(0, 4), slice(0, 4))[None, None]
@@ -67,6 +69,22 @@ def test_pointing_game_by_hand():
     assert pointing_game(small, ~top_left)[0, 0] == 0.0
     nan_map = np.full((1, 1, 4, 4), np.nan)
     assert pointing_game(nan_map, np.ones((1, 1, 4, 4), bool))[0, 0] == 0.0  # points nowhere: a miss
+    assert pointing_game(nan_map, np.ones((1, 1, 4, 4), bool), ties="fraction")[0, 0] == 0.0
+
+
+def test_tie_aware_hit_is_the_expected_hit_of_a_random_tie_break():
+    # a piecewise-constant map (two 'segments' share the maximum): 6 maximal pixels, 2 in the mask
+    segments = np.zeros((1, 1, 6, 6))
+    segments[0, 0, 0, 0:3] = 5.0  # top-left segment: first in raster order, outside the mask
+    segments[0, 0, 4, 3:6] = 5.0  # the other segment, partly in the mask
+    mask = np.zeros((1, 1, 6, 6), bool)
+    mask[0, 0, 4, 4:6] = True
+    rng = np.random.default_rng(0)
+    maximal = np.flatnonzero(segments[0, 0].ravel() == 5.0)
+    draws = mask[0, 0].ravel()[rng.choice(maximal, size=20000)]
+    assert pointing_game(segments, mask)[0, 0] == 0.0  # raster order picks the wrong segment
+    assert pointing_game(segments, mask, ties="fraction")[0, 0] == 2 / 6
+    assert abs(draws.mean() - 2 / 6) < 0.01  # the same number, by simulation
 
 
 def test_bootstrap_ci_reproducible_and_contains_estimate():
