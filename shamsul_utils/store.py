@@ -1,7 +1,7 @@
 """The on-disk cache of heatmaps: atomic, resumable, keyed by what made them.
 
 Layout: ``runs/<profile>/heatmaps/<method>/<key>/<cxr_id>.npz`` where ``key`` hashes the
-method name, its options and the model's weights. One file per image holds that image's
+method name, its options, the model's weights and the code that computes the maps. One file per image holds that image's
 float32 ``[C, H, W]`` maps for all explained classes. Each file is written atomically, so a
 run killed at any moment leaves only complete files (and possibly a ``*.tmp`` that the
 next run replaces); a rerun or a resumed run computes only the images that have no file.
@@ -48,6 +48,9 @@ class HeatmapStore:
         Every option that changes the maps (JSON-serialisable).
     model_key : str
         :func:`model_fingerprint` of the explained model.
+    code : str, optional
+        A version of the code that computes the maps
+        (:func:`shamsul_utils.explainers.code_version`): other code, other entries.
 
     Examples
     --------
@@ -60,12 +63,12 @@ class HeatmapStore:
     (2, 4, 4)
     """
 
-    def __init__(self, root: str | Path, method: str, options: dict, model_key: str):
+    def __init__(self, root: str | Path, method: str, options: dict, model_key: str, *, code: str = ""):
         self.method = method
         self.options = dict(options)
         self.model_key = model_key
-        description = json.dumps({"method": method, "options": self.options, "model": model_key},
-                                 sort_keys=True, default=str)
+        key = {"method": method, "options": self.options, "model": model_key} | ({"code": code} if code else {})
+        description = json.dumps(key, sort_keys=True, default=str)
         self.key = hashlib.sha256(description.encode()).hexdigest()[:12]
         self.folder = Path(root) / method / self.key
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -403,10 +403,7 @@ class Explorer:
             raise KeyError(f"unknown image {key!r}; choose one of Explorer.images()") from None
 
     def _store(self, module: str):
-        from .store import HeatmapStore
-
-        name, options = study.method_options(self.config, module)
-        return HeatmapStore(self.config.paths.heatmaps, name, options, self._fingerprint)
+        return study.heatmap_store(self.config, module, self._fingerprint)
 
     def _display(self, entry: _Entry) -> np.ndarray:
         """The image at the expert masks' size (explanation set) or at most 512 px (uploads)."""

@@ -1,5 +1,7 @@
 """The heatmap store: keyed by what made the maps, atomic, resumable, loud about corrupt files."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -53,3 +55,37 @@ def test_corrupt_or_missing_file_is_one_clear_line(tmp_path):
         store.load("broken")
     with pytest.raises(DataError, match="no stored heatmap"):
         store.load("absent")
+
+
+def test_key_depends_on_the_code(tmp_path):
+    assert HeatmapStore(tmp_path, "lrp", {}, "m", code="a").folder != HeatmapStore(tmp_path, "lrp", {}, "m", code="b").folder
+
+
+def test_code_version_follows_the_source_of_that_method_only(tmp_path, monkeypatch):
+    """Editing lrp.py makes new LRP cache entries (recomputed maps) and leaves Grad-CAM's alone."""
+    import shutil
+
+    from shamsul_utils import explainers
+
+    source = Path(explainers.__file__).parent
+    copy = tmp_path / "explainers"
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(explainers, "__file__", str(copy / "__init__.py"))
+    explainers.code_version.cache_clear()
+    before = {method: explainers.code_version(method) for method in ("lrp", "gradcam")}
+    with open(copy / "lrp.py", "a") as handle:
+        handle.write("\n# an edit\n")
+    explainers.code_version.cache_clear()
+    assert explainers.code_version("lrp") != before["lrp"]
+    assert explainers.code_version("gradcam") == before["gradcam"]
+    explainers.code_version.cache_clear()
+
+
+def test_study_cache_key_includes_the_code_version(monkeypatch):
+    from shamsul_utils import explainers, study
+    from shamsul_utils.config import load_profile
+
+    profile = load_profile("smoke")
+    first = study.heatmap_store(profile, "lrp", "model").folder
+    monkeypatch.setattr(explainers, "code_version", lambda method: "edited")
+    assert study.heatmap_store(profile, "lrp", "model").folder != first

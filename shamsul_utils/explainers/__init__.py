@@ -19,11 +19,40 @@ Examples
 ['gradcam', 'lime', 'lrp', 'shap']
 """
 
+import functools
+import hashlib
+from importlib.metadata import version
+from pathlib import Path
+
 from . import gradcam, lime, lrp, shap
 
-__all__ = ["EXPLAINERS", "explain", "gradcam", "lrp", "lime", "shap"]
+__all__ = ["EXPLAINERS", "explain", "code_version", "gradcam", "lrp", "lime", "shap"]
 
 EXPLAINERS = {"gradcam": gradcam.explain, "lrp": lrp.explain, "lime": lime.explain, "shap": shap.explain}
+
+# What a method's maps depend on besides its options and the model: its module, the shared
+# helpers it imports, and the libraries that compute them.
+_SOURCES = {"gradcam": ("gradcam.py", "_common.py"), "lrp": ("lrp.py", "_common.py"),
+            "lime": ("lime.py", "_perturbation.py", "_common.py"), "shap": ("shap.py", "_perturbation.py", "_common.py")}
+_LIBRARIES = {"gradcam": ("torch",), "lrp": ("torch", "zennit"), "lime": ("torch", "lime", "scikit-image"),
+              "shap": ("torch", "shap", "scikit-image")}
+
+
+@functools.cache
+def code_version(method: str) -> str:
+    """A digest of the code that computes a method's maps: its source files and library versions.
+
+    Part of every heatmap cache key (:class:`shamsul_utils.store.HeatmapStore`), so that maps made by
+    other code are recomputed, never reused (an edit of ``lrp.py`` invalidates the LRP maps only).
+    """
+    if method not in _SOURCES:
+        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(sorted(_SOURCES))}")
+    digest = hashlib.sha256()
+    for name in _SOURCES[method]:
+        digest.update((Path(__file__).parent / name).read_bytes())
+    for library in _LIBRARIES[method]:
+        digest.update(f"{library}=={version(library)}".encode())
+    return digest.hexdigest()[:12]
 
 
 def explain(method: str, model, images, classes=None, **options):
