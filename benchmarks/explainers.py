@@ -598,7 +598,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="samples per target of the captum Lime/KernelShap loops, times scaled to --samples (default: 200)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed repeats per task, best and median reported (default: 3 demo, 2 densenet121)")
-    parser.add_argument("--rules", nargs="+", choices=RULES, default=list(RULES), help="LRP rules to time (default: all four)")
+    parser.add_argument("--rules", nargs="+", choices=RULES, default=list(RULES), help="LRP rules to time (default: all)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch.set_num_threads and the BLAS thread limit (default: the libraries' own)")
     parser.add_argument("--full", action="store_true",

@@ -97,6 +97,8 @@ class TrainingConfig:
     horizontal_flip: bool = False
     augment_shift: float = 0.0  # random translation as a fraction of the image size
     num_workers: int = 0
+    seed: int = -1  # the model's seed (initialisation, order, augmentation); -1: the profile's seed
+    extra_seeds: tuple[int, ...] = ()  # more models, same data and recipe: conclusions across seeds
 
 
 @dataclass(frozen=True)
@@ -106,8 +108,9 @@ class ExplainConfig:
     n_images: int = 48
     per_class: int = 4  # images chosen per localised class (single- and multi-label)
     batch_size: int = 50
-    lrp_rule: str = "epsilon"
-    lrp_rules: tuple[str, ...] = ("z", "epsilon", "alpha2beta1", "deep_taylor")
+    lrp_rule: str = "epsilon_plus_flat"  # the evaluation's LRP (notebook 04 says why)
+    lrp_rules: tuple[str, ...] = ("z", "epsilon", "alpha2beta1", "deep_taylor", "epsilon_plus_flat")
+    seed_images: int = 0  # LIME/SHAP images per extra seed (0: all); Grad-CAM and LRP explain all
     lime_samples: int = 1000
     shap_samples: int = 1000
     shap_fill: str = "mean"
@@ -198,6 +201,11 @@ class Profile:
     def paths(self) -> RunPaths:
         """Artefact folders under ``runs/<profile>/`` (``$SHAMSUL_RUNS/<profile>/`` when that is set)."""
         return RunPaths(Path(os.environ.get("SHAMSUL_RUNS") or REPOSITORY_ROOT / "runs") / self.name)
+
+    @property
+    def training_seed(self) -> int:
+        """The seed of the model's training: ``training.seed``, or the profile's ``seed`` when -1."""
+        return self.seed if self.training.seed == -1 else self.training.seed
 
     @property
     def data_root(self) -> Path:
@@ -325,6 +333,18 @@ def _validate(profile: Profile, where: str) -> None:
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise DataError(f"{where}: {key} is {value!r}; expected one of {', '.join(allowed)}")
+    from .explainers.lrp import RULES
+
+    for key, rules in (("explain.lrp_rule", (profile.explain.lrp_rule,)), ("explain.lrp_rules", profile.explain.lrp_rules)):
+        unknown = [rule for rule in rules if rule not in RULES]
+        if unknown:
+            raise DataError(f"{where}: {key} has {unknown[0]!r}; expected one of {', '.join(RULES)}")
+    seeds = (profile.training_seed, *profile.training.extra_seeds)
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise DataError(f"{where}: training.extra_seeds {list(profile.training.extra_seeds)} must be distinct, "
+                        f"non-negative and differ from the model's seed {profile.training_seed}")
+    if profile.explain.seed_images < 0:
+        raise DataError(f"{where}: explain.seed_images is {profile.explain.seed_images}; expected 0 (all) or more")
     for split in ("train", "valid", "test"):
         if split not in profile.data.splits:
             raise DataError(f"{where}: data.splits needs a {split!r} entry")

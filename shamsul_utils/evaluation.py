@@ -9,7 +9,10 @@ resolution of the expert masks, then scored:
   (every pair with an expert mask; an empty segmentation scores 0). Method rankings use the
   full set, because it compares the methods on the same image-class pairs.
 * **Hit rate** (pointing game): the map's maximum lies inside the expert mask; undefined when
-  the mask is empty.
+  the mask is empty. CheXlocalize takes the first maximal pixel in raster order; LIME and SHAP
+  maps are piecewise constant (a whole segment is maximal), so the **tie-aware** hit rate (the
+  share of maximal pixels inside the mask, the expected hit under a random tie break) is reported
+  beside it.
 * **Chance level**: the share of the image an expert mask covers is the hit rate of a random
   point, so localisation is also reported as a multiple of it.
 
@@ -30,7 +33,7 @@ from .labels import LOCALIZED_CLASSES
 from .segmentation import heatmap_to_mask
 from .study import ExplanationSet, localised_indices
 
-__all__ = ["Localisation", "score_method", "per_pair_table", "summary_table", "overall_table",
+__all__ = ["Localisation", "score_method", "per_pair_table", "summary_table", "overall_table", "lrp_variants_table",
            "ranking_table", "by_label_count_table", "faithfulness_table", "sanity_table", "class_mean",
            "sanity_analysis", "significance_instances", "shared_instance", "narrative"]
 
@@ -44,7 +47,8 @@ class Localisation:
     iou: np.ndarray  # NaN where both masks are empty
     gt_present: np.ndarray
     pred_present: np.ndarray
-    hits: np.ndarray  # 1 / 0 / NaN (no expert mask)
+    hits: np.ndarray  # 1 / 0 / NaN (no expert mask): the map's first maximal pixel (CheXlocalize)
+    hits_tie_aware: np.ndarray  # share of the maximal pixels inside the mask / NaN
 
     def selected_iou(self, variant: str) -> np.ndarray:
         return metrics.select_iou(self.iou, self.gt_present, self.pred_present, variant=variant)
@@ -61,7 +65,8 @@ def score_method(method: str, explanation: ExplanationSet, heatmaps: np.ndarray,
     gt = explanation.masks
     return Localisation(method=method, segmentations=segmentations, iou=metrics.iou(segmentations, gt),
                         gt_present=gt.any(axis=(-2, -1)), pred_present=segmentations.any(axis=(-2, -1)),
-                        hits=metrics.pointing_game(maps, gt))
+                        hits=metrics.pointing_game(maps, gt),
+                        hits_tie_aware=metrics.pointing_game(maps, gt, ties="fraction"))
 
 
 def class_mean(values: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -85,6 +90,7 @@ def per_pair_table(scores: dict[str, Localisation], explanation: ExplanationSet)
             "method": method, "cxr_id": np.asarray(explanation.cxr_ids)[images],
             "class": np.asarray(LOCALIZED_CLASSES)[classes], "iou": np.nan_to_num(score.iou[images, classes]),
             "segmented": score.pred_present[images, classes], "hit": score.hits[images, classes],
+            "hit_tie_aware": score.hits_tie_aware[images, classes],
             "mask_area": area[images, classes], "probability": probabilities[images, classes],
             "positive_findings": findings[images]}))
     return pd.concat(rows, ignore_index=True)
@@ -118,7 +124,8 @@ def overall_table(scores: dict[str, Localisation], *, n_resamples: int = 1000, s
     for method, score in scores.items():
         row = {"method": method}
         for label, values in (("miou_tp", score.selected_iou("true_positive")),
-                              ("miou_all", score.selected_iou("all")), ("hit_rate", score.hits)):
+                              ("miou_all", score.selected_iou("all")), ("hit_rate", score.hits),
+                              ("hit_rate_ties", score.hits_tie_aware)):
             estimate, low, high = metrics.bootstrap_ci(values, statistic=class_mean, n_resamples=n_resamples, seed=seed)
             row |= {label: float(estimate), f"{label}_low": float(low), f"{label}_high": float(high)}
         rows.append(row)
@@ -138,6 +145,21 @@ def ranking_table(scores: dict[str, Localisation], *, n_resamples: int = 1000, s
                          "high": float(result.high), "fraction_a_greater": float(result.fraction_a_greater)})
     table = pd.DataFrame(rows)
     table["clear"] = (table["low"] > 0) | (table["high"] < 0)
+    return table
+
+
+def lrp_variants_table(profile, model: torch.nn.Module, explanation: ExplanationSet, *, n_resamples: int = 1000,
+                       seed: int = 0) -> pd.DataFrame:
+    """:func:`overall_table` for every LRP rule of ``explain.lrp_rules`` (cached maps of notebook 04),
+    the evaluation's rule marked, so that the paper's rules are seen beside the one reported."""
+    from . import study
+
+    scores = {rule: score_method(f"LRP ({rule})", explanation,
+                                 study.load_heatmaps(profile, model, explanation, "lrp", rule=rule),
+                                 signed=profile.evaluation.signed)
+              for rule in profile.explain.lrp_rules}
+    table = overall_table(scores, n_resamples=n_resamples, seed=seed).rename(columns={"method": "rule"})
+    table.insert(1, "evaluated", table["rule"] == profile.explain.lrp_rule)
     return table
 
 
@@ -217,12 +239,12 @@ def sanity_analysis(profile, model: torch.nn.Module, randomised: torch.nn.Module
     LIME and SHAP (1000 model calls per image) use the first quarter of ``rows`` (at least 2).
     The randomised model's maps are cached like any other (its weights are part of the key).
     """
-    from .study import METHODS, explain_cached
+    from . import study
 
     tables = []
-    for name, method in METHODS.items():
-        subset = rows if method in ("gradcam", "lrp") else rows[:max(2, len(rows) // 4)]
-        random_maps = explain_cached(profile, randomised, explanation, method, rows=subset, progress=False)
+    for name, method in study.METHODS.items():
+        subset = rows if study.is_cheap(method) else rows[:max(2, len(rows) // 4)]
+        random_maps = study.explain_cached(profile, randomised, explanation, method, rows=subset, progress=False)
         tables.append(sanity_table(name, heatmaps[name][subset], random_maps, explanation, subset))
     return pd.concat(tables, ignore_index=True)
 
@@ -268,39 +290,71 @@ def shared_instance(scores: dict[str, Localisation], explanation: ExplanationSet
     return int(best.argmax()) if best.max() >= 0 else None
 
 
-def narrative(overall: pd.DataFrame, ranking: pd.DataFrame, summary: pd.DataFrame) -> str:
+def narrative(overall: pd.DataFrame, ranking: pd.DataFrame, summary: pd.DataFrame,
+              seed_ranking: pd.DataFrame | None = None) -> str:
     """A few sentences (markdown) stating what this run's numbers say, next to the paper's finding.
 
-    Written from the tables, so the executed notebook's text always matches its numbers.
+    Written from the tables, so the executed notebook's text always matches its numbers. With
+    ``seed_ranking`` (:func:`shamsul_utils.seeds.seed_ranking_table`, more than one model) a method
+    is called ahead of another only where that holds for every training seed with an interval that
+    excludes zero; otherwise from the main model's paired intervals alone. Where the first-maximum
+    and the tie-aware hit rates disagree on an order, the tie-aware one is used.
     """
     def interval(row, metric: str) -> str:
         return f"{row[metric]:.3f} [{row[metric + '_low']:.3f}, {row[metric + '_high']:.3f}]"
 
-    by_iou = overall.sort_values("miou_all", ascending=False).reset_index(drop=True)
-    by_hit = overall.sort_values("hit_rate", ascending=False).reset_index(drop=True)
-    lines = ["**Overall** (mean over the 10 localised classes, 95 % bootstrap intervals):", ""]
+    lines = ["**Main model** (mean over the 10 localised classes, 95 % bootstrap intervals over images):", ""]
     lines += [f"- {row['method']}: mIoU (full set) {interval(row, 'miou_all')}, "
-              f"mIoU (true-positive slice) {interval(row, 'miou_tp')}, hit rate {interval(row, 'hit_rate')}"
+              f"mIoU (true-positive slice) {interval(row, 'miou_tp')}, hit rate {interval(row, 'hit_rate')}, "
+              f"tie-aware hit rate {interval(row, 'hit_rate_ties')}"
               for _, row in overall.iterrows()]
-    best_iou, best_hit = by_iou.loc[0, "method"], by_hit.loc[0, "method"]
+    across = seed_ranking is not None and seed_ranking["seed"].nunique() > 1
+    if across:
+        pairs = seed_ranking.drop_duplicates(["metric", "method_a", "method_b"]).rename(columns={"holds": "clear"})
+        pairs = pairs.assign(difference=pairs["mean_difference"])
+        scope = f"in every one of the {seed_ranking['seed'].nunique()} training seeds"
+    else:
+        pairs, scope = ranking, "on the main model"
 
-    def clear_winner(metric: str, method: str) -> bool:
-        rows = ranking[(ranking["metric"] == metric)
-                       & ((ranking["method_a"] == method) | (ranking["method_b"] == method))]
-        wins = [(row["low"] > 0) if row["method_a"] == method else (row["high"] < 0) for _, row in rows.iterrows()]
+    def ahead_of_all(metric: str, method: str) -> bool:
+        rows = pairs[(pairs["metric"] == metric) & ((pairs["method_a"] == method) | (pairs["method_b"] == method))]
+        wins = [bool(row["clear"]) and ((row["difference"] > 0) == (row["method_a"] == method))
+                for _, row in rows.iterrows()]
         return bool(wins) and all(wins)
 
-    lines += ["", f"The highest mIoU is {best_iou}'s"
-              + (" and its paired intervals against every other method exclude zero." if clear_winner("miou_all", best_iou)
-                 else ", but not every paired interval against the others excludes zero.")
-              + f" The highest hit rate is {best_hit}'s"
-              + (" (paired intervals exclude zero)." if clear_winner("hit_rate", best_hit)
-                 else " (not clearly ahead of every other method).")]
+    def statement(metric: str, label: str) -> str:
+        if metric not in set(pairs["metric"]):
+            return ""
+        winners = [method for method in overall["method"] if ahead_of_all(metric, method)]
+        if winners:
+            return f"By {label}, {winners[0]} is ahead of every other method {scope} (paired intervals exclude zero)."
+        clear = pairs[(pairs["metric"] == metric) & pairs["clear"].astype(bool)]
+        orders = [f"{row['method_a']} > {row['method_b']}" if row["difference"] > 0
+                  else f"{row['method_b']} > {row['method_a']}" for _, row in clear.iterrows()]
+        return (f"By {label}, no method is ahead of all others {scope}"
+                + (f"; these orders hold: {', '.join(orders)}; the other pairs are not separated."
+                   if orders else "; the methods are not separated."))
+
+    hit_metric = "hit_rate"
+    if "hit_rate_ties" in set(pairs["metric"]):  # do the two hit rates order or separate any pair differently?
+        def verdicts(metric: str) -> pd.DataFrame:
+            rows = pairs[pairs["metric"] == metric].set_index(["method_a", "method_b"])
+            return pd.DataFrame({"sign": np.sign(rows["difference"]), "clear": rows["clear"].astype(bool)})
+
+        if not verdicts("hit_rate").equals(verdicts("hit_rate_ties")):
+            hit_metric = "hit_rate_ties"
+    hit_label = "the tie-aware hit rate" if hit_metric == "hit_rate_ties" else "the hit rate"
+    lines += ["", statement("miou_all", "mIoU (full set)") + " " + statement(hit_metric, hit_label)]
+    if hit_metric == "hit_rate_ties":
+        lines += ["", "The first-maximum hit rate (CheXlocalize's) orders or separates some pairs differently "
+                  "from the tie-aware one: LIME's and SHAP's maximum is a whole superpixel, and the raster-order "
+                  "pick inside it is arbitrary, so the tie-aware rate is the one to read."]
     paper = "Grad-CAM"
-    agree = best_iou == paper
-    lines += ["", f"The paper found {paper} best quantitatively; this run "
-              + ("agrees on mIoU." if agree else f"ranks {best_iou} first on mIoU and {paper} "
-                 f"{int(by_iou.index[by_iou['method'] == paper][0]) + 1} of {len(by_iou)}.")]
+    if ahead_of_all("miou_all", paper) or ahead_of_all(hit_metric, paper):
+        verdict = "agrees: Grad-CAM leads on at least one of the two measures."
+    else:
+        verdict = "does not confirm Grad-CAM as the best method on either measure."
+    lines += ["", f"The paper found {paper} best quantitatively; judged {scope}, this study {verdict}"]
     chance = summary.drop_duplicates("class")["chance_hit_rate"].mean()
     lines += [f"A random point hits an expert mask {chance:.3f} of the time on average (the masks' mean share "
               "of the image); a hit rate near that level means no localisation."]

@@ -43,6 +43,7 @@ __all__ = [
     "iou_boxplot_figure",
     "methods_comparison_figure",
     "ranking_figure",
+    "seeds_figure",
     "label_count_figure",
     "faithfulness_figure",
     "sanity_figure",
@@ -452,6 +453,31 @@ def ranking_figure(ranking, *, title: str = "Paired differences between methods 
                         fontsize=8)
     axes[0].invert_yaxis()
     figure.suptitle(title + "; black: interval excludes 0")
+    figure.tight_layout()
+    return figure
+
+
+def seeds_figure(table, *, title: str = "Across training seeds: each model (dots), mean and seed x image 95 % interval"):
+    """Per method: each seed's overall value (dots) and the mean with its two-level interval, for the
+    full-set mIoU, the hit rate and the tie-aware hit rate (``seeds.across_seeds_table``)."""
+    overall = table[table["class"] == "all classes"]
+    seed_columns = [column for column in overall if column.startswith("seed ")]
+    metrics = (("miou_all", "mIoU (full set)"), ("hit_rate", "hit rate (first maximum)"),
+               ("hit_rate_ties", "tie-aware hit rate"))
+    figure, axes = plt.subplots(1, len(metrics), figsize=(11, 3.2), sharey=True)
+    for axis, (metric, label) in zip(axes, metrics, strict=True):
+        rows = overall[overall["metric"] == metric].reset_index(drop=True)
+        for position, row in rows.iterrows():
+            colour = METHOD_COLORS.get(row["method"], "black")
+            axis.errorbar(row["mean"], position, xerr=[[row["mean"] - row["low"]], [row["high"] - row["mean"]]],
+                          fmt="s", color=colour, capsize=3)
+            values = row[seed_columns].to_numpy(float)
+            axis.plot(values, np.full(len(values), position + 0.22), "o", color=colour, alpha=0.6, markersize=4)
+        axis.set_yticks(np.arange(len(rows)), rows["method"])
+        axis.set_xlabel(label)
+        axis.set_xlim(left=0)
+    axes[0].invert_yaxis()
+    figure.suptitle(title)
     figure.tight_layout()
     return figure
 

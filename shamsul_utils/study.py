@@ -23,7 +23,7 @@ from .store import HeatmapStore, model_fingerprint
 from .training import load_predictions
 
 __all__ = ["METHODS", "ExplanationSet", "explanation_set", "method_options", "explain_cached", "load_heatmaps",
-           "localised_indices", "showcase"]
+           "localised_indices", "showcase", "is_cheap", "heatmap_store"]
 
 # Display name -> module name of shamsul_utils.explainers.
 METHODS: dict[str, str] = {"Grad-CAM": "gradcam", "LRP": "lrp", "LIME": "lime", "SHAP": "shap"}
@@ -72,6 +72,18 @@ class ExplanationSet:
     def __len__(self) -> int:
         return len(self.table)
 
+    def subset(self, rows) -> ExplanationSet:
+        """The same set restricted to some rows (in that order)."""
+        rows = np.asarray(rows)
+        return ExplanationSet(table=self.table.iloc[rows].reset_index(drop=True), images=self.images[rows],
+                              gray=self.gray[rows], labels=self.labels[rows],
+                              probabilities=self.probabilities[rows], masks=self.masks[rows])
+
+
+def is_cheap(method: str) -> bool:
+    """Whether a method costs a few model passes per image (gradients), not ~1000 (perturbations)."""
+    return method in ("gradcam", "lrp")
+
 
 def explanation_set(profile: Profile) -> ExplanationSet:
     """Select and load the explanation set of a profile (deterministic in ``profile.seed``)."""
@@ -108,6 +120,15 @@ def method_options(profile: Profile, method: str, *, rule: str | None = None) ->
     raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS.values())}")
 
 
+def heatmap_store(profile: Profile, method: str, model_key: str, *, rule: str | None = None) -> HeatmapStore:
+    """The cache of one method's maps: keyed by its options, the model's weights (``model_key``,
+    :func:`~shamsul_utils.store.model_fingerprint`) and the code that computes them."""
+    from .explainers import code_version
+
+    name, options = method_options(profile, method, rule=rule)
+    return HeatmapStore(profile.paths.heatmaps, name, options, model_key, code=code_version(method))
+
+
 def explain_cached(profile: Profile, model: torch.nn.Module, explanation: ExplanationSet, method: str, *,
                    rule: str | None = None, rows: np.ndarray | None = None, progress: bool = True) -> np.ndarray:
     """Heatmaps ``[N, 14, S, S]`` of one method for the explanation set, computed only where not cached.
@@ -118,12 +139,12 @@ def explain_cached(profile: Profile, model: torch.nn.Module, explanation: Explan
     randomised model (notebook 07's sanity check) gets its own entries.
     """
     name, options = method_options(profile, method, rule=rule)
-    store = HeatmapStore(profile.paths.heatmaps, name, options, model_fingerprint(model))
+    store = heatmap_store(profile, method, model_fingerprint(model), rule=rule)
     from .explainers import EXPLAINERS
 
     explain = EXPLAINERS[method]
     batch_size = profile.explain.batch_size
-    chunk = 8 if method in ("gradcam", "lrp") else 1
+    chunk = 8 if is_cheap(method) else 1
 
     def run(images: torch.Tensor) -> np.ndarray:
         return explain(model, images.to(next(model.parameters()).device), batch_size=batch_size, **options)
@@ -134,15 +155,19 @@ def explain_cached(profile: Profile, model: torch.nn.Module, explanation: Explan
 
 
 def load_heatmaps(profile: Profile, model: torch.nn.Module, explanation: ExplanationSet, method: str, *,
-                  rule: str | None = None) -> np.ndarray:
-    """The cached heatmaps of a method (one-line error naming the notebook to run when absent)."""
+                  rule: str | None = None, rows: np.ndarray | None = None) -> np.ndarray:
+    """The cached heatmaps of a method (one-line error naming the notebook to run when absent).
+
+    ``rows`` restricts them to some images of the set (as in :func:`explain_cached`).
+    """
     name, options = method_options(profile, method, rule=rule)
-    store = HeatmapStore(profile.paths.heatmaps, name, options, model_fingerprint(model))
-    missing = store.missing(explanation.cxr_ids)
+    store = heatmap_store(profile, method, model_fingerprint(model), rule=rule)
+    ids = explanation.cxr_ids if rows is None else [explanation.cxr_ids[row] for row in rows]
+    missing = store.missing(ids)
     if missing:
-        raise DataError(f"{len(missing)} of {len(explanation)} {name} heatmaps are missing "
-                                 f"(e.g. {missing[0]}); run the {name.split('-')[0]} notebook first")
-    return store.load_many(explanation.cxr_ids)
+        raise DataError(f"{profile.name}: {len(missing)} of {len(ids)} {name} heatmaps are missing "
+                        f"(e.g. {missing[0]}); run the {name.split('-')[0]} notebook first")
+    return store.load_many(ids)
 
 
 def showcase(explanation: ExplanationSet, classes: tuple[str, ...] = ("Cardiomegaly", "Lung Opacity",

@@ -53,8 +53,9 @@ class TrainingResult:
 
 def training_fingerprint(profile: Profile) -> str:
     """Hash of everything that determines the trained weights (data, model, recipe, seed)."""
-    content = {"seed": profile.seed, "data": asdict(profile.data), "model": asdict(profile.model),
-               "training": asdict(profile.training)}
+    recipe = {key: value for key, value in asdict(profile.training).items() if key not in ("seed", "extra_seeds")}
+    content = {"seed": profile.training_seed, "data": asdict(profile.data), "model": asdict(profile.model),
+               "training": recipe}
     manifest = profile.data_root / "phantom_manifest.json"
     if profile.data.source == "phantom" and manifest.is_file():
         content["manifest"] = json.loads(manifest.read_text())
@@ -139,11 +140,12 @@ def train(profile: Profile, *, progress: bool = True, max_epochs_this_call: int 
 
     settings = profile.training
     device = resolve_device(profile.device)
-    torch.manual_seed(profile.seed)
+    seed = profile.training_seed
+    torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     train_split, valid_split = read_split(profile, "train"), read_split(profile, "valid")
     train_set = ImageDataset(train_split.table, profile.model.input_size, augment_shift=settings.augment_shift,
-                             horizontal_flip=settings.horizontal_flip, seed=profile.seed)
+                             horizontal_flip=settings.horizontal_flip, seed=seed)
     valid_loader = _loader(ImageDataset(valid_split.table, profile.model.input_size), settings.batch_size * 2,
                            shuffle_seed=None, num_workers=settings.num_workers)
 
@@ -177,7 +179,7 @@ def train(profile: Profile, *, progress: bool = True, max_epochs_this_call: int 
             break
         model.train()
         train_set.epoch = epoch
-        loader = _loader(train_set, settings.batch_size, shuffle_seed=profile.seed * 1000 + epoch,
+        loader = _loader(train_set, settings.batch_size, shuffle_seed=seed * 1000 + epoch,
                          num_workers=settings.num_workers)
         total, count = 0.0, 0
         for images, labels in loader:

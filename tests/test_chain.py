@@ -17,7 +17,8 @@ from shamsul_utils.config import REPOSITORY_ROOT
 pytestmark = pytest.mark.slow
 
 TABLES = ("classification.csv", "localisation_by_class.csv", "localisation_overall.csv", "localisation_pairs.csv",
-          "ranking.csv", "by_label_count.csv", "faithfulness.csv", "sanity.csv")
+          "ranking.csv", "by_label_count.csv", "faithfulness.csv", "sanity.csv", "lrp_variants.csv",
+          "seed_models.csv", "seeds_localisation.csv", "seeds_ranking.csv")
 
 
 def _run(runs: Path, monkeypatch) -> Path:
@@ -37,12 +38,16 @@ def test_chain_runs_every_notebook_and_writes_every_figure(first_run):
     assert executed == sorted(available_notebooks())
     figures = {path.name for path in (first_run / "figures").glob("*.png")}
     for prefix in ("01_gallery", "02_performance", "03_gradcam_instances", "04_lrp_rules", "05_lime_instances",
-                   "06_shap_instances", "07_iou_boxplot_gradcam", "07_ranking", "07_faithfulness"):
+                   "06_shap_instances", "07_iou_boxplot_gradcam", "07_ranking", "07_faithfulness", "07_seeds"):
         assert f"{prefix}.png" in figures
     for table in TABLES:
         assert (first_run / "tables" / table).is_file(), table
     timings = pd.read_csv(first_run / "chain_timings.csv")
     assert list(timings["notebook"]) == available_notebooks()
+    models = pd.read_csv(first_run / "tables" / "seed_models.csv")
+    assert list(models["seed"]) == [0, 1] and (first_run.parent / "smoke-seed1" / "checkpoints" / "best.pt").is_file()
+    ranking = pd.read_csv(first_run / "tables" / "seeds_ranking.csv")
+    assert set(ranking["seed"]) == {0, 1}
 
 
 def test_same_seed_gives_identical_metric_tables(first_run, tmp_path, monkeypatch):
@@ -56,7 +61,8 @@ def test_killed_explainer_resumes_without_recomputing(first_run, tmp_path):
     reference_store = max(lime_stores, key=lambda path: len(list(path.glob("*.npz"))))
     runs = tmp_path / "runs"
     runs.mkdir()
-    subprocess.run(["cp", "-r", str(first_run), str(runs / "smoke")], check=True)
+    for folder in first_run.parent.iterdir():  # the main run and the extra seeds' runs
+        subprocess.run(["cp", "-r", str(folder), str(runs / folder.name)], check=True)
     store = runs / "smoke" / reference_store.relative_to(first_run)
     for path in store.glob("*.npz"):
         path.unlink()
