@@ -50,13 +50,12 @@ def seed_profiles(profile: Profile) -> list[Profile]:
     return [profile] + [seed_profile(profile, seed) for seed in profile.training.extra_seeds]
 
 
-def _train_single_threaded(variant: Profile) -> dict:
+def _train_single_threaded(variant: Profile) -> None:
     """Train one extra seed's model with one thread (run in a worker process)."""
     import torch
 
     torch.set_num_threads(1)
-    result = training.train(variant, progress=False)
-    return {"reused": bool(result.reused), "seconds": round(result.seconds, 1)}
+    training.train(variant, progress=False)
 
 
 def train_extra_seeds(profile: Profile, *, workers: int | None = None) -> pd.DataFrame:
@@ -69,8 +68,9 @@ def train_extra_seeds(profile: Profile, *, workers: int | None = None) -> pd.Dat
     cores (the thread count changes float rounding). The main model must already be trained
     (notebook 02 trains it in the notebook's process).
 
-    Returns one row per model (the main model first): its seed, selected epoch, whether the
-    training was reused, its seconds, and the test mean AUROC.
+    Returns one row per model (the main model first): its seed, selected epoch and test mean
+    AUROC (no timings: the table is a result, byte-identical between runs; each model's
+    ``history.csv`` has its epoch times).
     """
     import multiprocessing
     import os
@@ -83,19 +83,15 @@ def train_extra_seeds(profile: Profile, *, workers: int | None = None) -> pd.Dat
     variants = seed_profiles(profile)
     extra = variants[1:]
     workers = max(1, min(len(extra), os.cpu_count() or 1)) if workers is None else workers
-    runs = {}
     if extra:
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            runs = dict(zip((v.training_seed for v in extra), pool.map(_train_single_threaded, extra), strict=True))
-    main = training.train(profile, progress=False)  # already trained: reused
-    runs[profile.training_seed] = {"reused": bool(main.reused), "seconds": round(main.seconds, 1)}
+            list(pool.map(_train_single_threaded, extra))
     test = read_split(profile, "test")
     rows = []
     for variant in variants:
         model, checkpoint = load_trained_model(variant)
         predictions = training.predict_split(variant, model, test)
         rows.append({"seed": variant.training_seed, "selected epoch": int(checkpoint["epoch"]),
-                     **runs[variant.training_seed],
                      "test mean AUROC": training.mean_auroc(test.labels, predictions[list(CLASSES)].to_numpy())})
     return pd.DataFrame(rows)
 

@@ -21,9 +21,9 @@ TABLES = ("classification.csv", "localisation_by_class.csv", "localisation_overa
           "seed_models.csv", "seeds_localisation.csv", "seeds_ranking.csv")
 
 
-def _run(runs: Path, monkeypatch) -> Path:
+def _run(runs: Path, monkeypatch, *, only=None) -> Path:
     monkeypatch.setenv("SHAMSUL_RUNS", str(runs))
-    run_chain("smoke")
+    run_chain("smoke", only=only)
     return runs / "smoke"
 
 
@@ -51,7 +51,8 @@ def test_chain_runs_every_notebook_and_writes_every_figure(first_run):
 
 
 def test_same_seed_gives_identical_metric_tables(first_run, tmp_path, monkeypatch):
-    second = _run(tmp_path, monkeypatch)
+    # notebook 10 (the shortcut experiment) writes none of the compared tables: left out to save time
+    second = _run(tmp_path, monkeypatch, only=[name for name in available_notebooks() if not name.startswith("10")])
     for table in TABLES:
         assert (first_run / "tables" / table).read_bytes() == (second / "tables" / table).read_bytes(), table
 
