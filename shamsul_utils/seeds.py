@@ -149,7 +149,8 @@ def score_seeds(profile: Profile, *, signed: str = "positive") -> dict[int, dict
         explanation = study.explanation_set(variant)
         by_method = {}
         for name, method in study.METHODS.items():
-            rows = explained_rows(profile, method, len(explanation), main=len(seed_profiles(profile)) == 1)
+            # with extra seeds, every model is scored on the rows the extra seeds explained
+            rows = explained_rows(profile, method, len(explanation), main=not profile.training.extra_seeds)
             maps = study.load_heatmaps(variant, model, explanation, method, rows=rows)
             by_method[name] = (rows, score_method(name, explanation.subset(rows), maps, signed=signed))
         result[variant.training_seed] = by_method
