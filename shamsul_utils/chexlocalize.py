@@ -288,6 +288,18 @@ def export_heatmap_pkls(
     return written
 
 
+def _probability(value, name: str, path: Path) -> float:
+    """A pkl's ``prob`` (or ``gt``): a number, a one-element tensor, or a 14-vector in CheXpert's class
+    order (CheXlocalize writes the task's own value; some pipelines store the model's whole output)."""
+    array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value, dtype=float)
+    flat = np.asarray(array, dtype=float).reshape(-1)
+    if flat.size == 1:
+        return float(flat[0])
+    if flat.size == len(CLASSES):
+        return float(flat[CLASSES.index(name)])
+    raise DataError(f"{path}: prob/gt has {flat.size} values; expected one, or {len(CLASSES)} in CheXpert's order")
+
+
 class _CPUUnpickler(pickle.Unpickler):
     """Loads tensors saved on a GPU onto the CPU (as CheXlocalize's ``CPU_Unpickler``)."""
 
@@ -347,6 +359,7 @@ def import_heatmap_pkls(folder: str | os.PathLike) -> dict[str, dict[str, Heatma
         if name in by_class:
             raise DataError(f"{path}: a second heatmap for {cxr_id} / {task}")
         by_class[name] = HeatmapEntry(
-            heatmap, float(content["prob"]), (dims[1], dims[0]), None if label is None else int(label)
+            heatmap, _probability(content["prob"], name, path), (dims[1], dims[0]),
+            None if label is None else int(_probability(label, name, path)),
         )
     return result

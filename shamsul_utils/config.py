@@ -66,6 +66,9 @@ class DataConfig:
     phantom: dict[str, typing.Any] = field(default_factory=dict)  # PhantomSettings overrides
     uncertain: str = "zeros"  # "zeros" (U-Zeros, the paper) or "ones" (U-Ones)
     frontal_only: bool = True
+    # what "{chexpert}" in split paths stands for: "auto" (CheXpert-v1.0-small, else CheXpert-v1.0,
+    # whichever data.root holds) or a folder name under data.root
+    chexpert_folder: str = "auto"
     max_images: dict[str, int] = field(default_factory=dict)  # cap per split (0 or absent: all)
 
 
@@ -79,6 +82,14 @@ class ModelConfig:
     input_size: int = 224
     pretrained: str = "none"  # "none", "imagenet" (timm hub cache) or a path to a weights file
     drop_rate: float = 0.0
+    # a trained 14-class model to evaluate instead of training one (notebook 02 then only scores it)
+    checkpoint: str = ""
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """``checkpoint`` as an absolute path (``~`` expanded; relative to the repository)."""
+        path = Path(os.path.expanduser(self.checkpoint))
+        return path if path.is_absolute() else REPOSITORY_ROOT / path
 
 
 @dataclass(frozen=True)
@@ -356,5 +367,10 @@ def _validate(profile: Profile, where: str) -> None:
             raise DataError(f"{where}: shortcut.{key} is {getattr(shortcut, key)}; expected a probability in [0, 1]")
     if set(shortcut.sizes) != {"train", "valid", "test"} or min(shortcut.sizes.values()) < 1:
         raise DataError(f"{where}: shortcut.sizes needs positive train, valid and test counts, got {shortcut.sizes}")
+    if profile.model.checkpoint:
+        if not profile.model.checkpoint_path.is_file():
+            raise DataError(f"{where}: model.checkpoint {profile.model.checkpoint_path} not found")
+        if profile.training.extra_seeds:
+            raise DataError(f"{where}: model.checkpoint evaluates one given model; training.extra_seeds must be []")
     if profile.data.source == "chexpert" and not profile.data.root:
         raise DataError(f"{where}: the chexpert source needs data.root (or DATA_DIR=/path/to/data)")

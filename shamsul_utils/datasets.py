@@ -10,7 +10,10 @@ paper's data:
 * Images: grayscale JPEG/PNG, replicated to 3 channels, resized (bilinear, antialiased) to the
   model's square input, ImageNet-normalised (as timm's DenseNet121 expects).
 * Masks: CheXlocalize JSON, decoded with pycocotools at the image's original size; resized to
-  another grid by nearest neighbour when asked.
+  another grid by nearest neighbour only when asked (for display). The image on disk may be a
+  downscaled copy of the original (``CheXpert-v1.0-small``: short side 320 px, while CheXlocalize's
+  masks are at full size); :class:`ExpertMasks` serves the masks one image at a time, at the
+  original size, which is where the study scores.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ from .models import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "METADATA_COLUMNS",
+    "CHEXPERT_FOLDERS",
+    "chexpert_folder",
+    "data_path",
     "SplitData",
     "read_chexpert_csv",
     "read_split",
@@ -41,6 +47,9 @@ __all__ = [
     "denormalize",
     "image_size",
     "masks_for",
+    "ExpertMasks",
+    "describe_sizes",
+    "same_picture",
     "ImageDataset",
     "label_statistics",
     "verify_split_files",
@@ -145,14 +154,54 @@ class SplitData:
         return len(self.table)
 
 
+# CheXpert's two published layouts: downscaled JPEGs (short side 320 px, ~11 GB) and the originals.
+CHEXPERT_FOLDERS: tuple[str, ...] = ("CheXpert-v1.0-small", "CheXpert-v1.0")
+
+
+def chexpert_folder(profile: Profile) -> str:
+    """The CheXpert folder under ``data.root`` that ``{chexpert}`` in a profile's paths stands for.
+
+    ``data.chexpert_folder: auto`` takes ``CheXpert-v1.0-small`` when present (faster to read;
+    scores are computed at the original size either way, from CheXlocalize's masks), else
+    ``CheXpert-v1.0``. Any other value names the folder. When nothing fits, the one-line error
+    names what the folder does hold.
+    """
+    root = profile.data_root
+    if not root.is_dir():
+        raise DataError(f"{root}: data folder not found (DATA_DIR or data.root; layout: data/README.md)")
+    setting = profile.data.chexpert_folder
+    if setting != "auto":
+        if (root / setting).is_dir():
+            return setting
+        candidates = []
+    else:
+        candidates = [name for name in CHEXPERT_FOLDERS if (root / name).is_dir()]
+        if candidates:
+            return candidates[0]
+    found = sorted(path.parent.name for path in root.glob("*/valid.csv"))
+    wanted = setting if setting != "auto" else " or ".join(CHEXPERT_FOLDERS)
+    hint = (f"; found {found[0]!r} holding valid.csv: set data.chexpert_folder: {found[0]} in the profile "
+            "(or rename the folder)" if found else
+            f"; it holds {', '.join(sorted(path.name for path in root.iterdir())[:6]) or 'nothing'} "
+            "(layout: data/README.md)")
+    raise DataError(f"{root}: no {wanted} folder{hint}")
+
+
+def data_path(profile: Profile, relative: str) -> Path:
+    """A split path of a profile under ``data.root``, with ``{chexpert}`` replaced by
+    :func:`chexpert_folder`."""
+    if "{chexpert}" in relative:
+        relative = relative.replace("{chexpert}", chexpert_folder(profile))
+    return profile.data_root / relative
+
+
 def read_split(profile: Profile, split: str) -> SplitData:
     """Read one split (``train``, ``valid`` or ``test``) of a profile's data."""
     settings = profile.data.splits[split]
-    root = profile.data_root
     if settings.from_train_fraction > 0:
         table = _carve_from_train(profile, settings.from_train_fraction, keep=True)
     else:
-        table = read_chexpert_csv(root / settings.csv, uncertain=profile.data.uncertain,
+        table = read_chexpert_csv(data_path(profile, settings.csv), uncertain=profile.data.uncertain,
                                   frontal_only=profile.data.frontal_only)
         if split == "train":
             carve = profile.data.splits["valid"].from_train_fraction
@@ -161,11 +210,11 @@ def read_split(profile: Profile, split: str) -> SplitData:
     cap = profile.data.max_images.get(split, 0)
     if cap:
         table = table.iloc[:cap].reset_index(drop=True)
-    segmentations = read_segmentations(root / settings.segmentations) if settings.segmentations else None
+    segmentations = read_segmentations(data_path(profile, settings.segmentations)) if settings.segmentations else None
     if segmentations is not None:
         unknown = set(table["cxr_id"]) - set(segmentations)
         if len(unknown) == len(table):
-            raise DataError(f"{root / settings.segmentations}: none of the {len(table)} images of "
+            raise DataError(f"{data_path(profile, settings.segmentations)}: none of the {len(table)} images of "
                             f"split {split!r} has an entry (ids like {table['cxr_id'].iloc[0]!r})")
     return SplitData(split, table, segmentations)
 
@@ -173,7 +222,7 @@ def read_split(profile: Profile, split: str) -> SplitData:
 def _carve_from_train(profile: Profile, fraction: float, *, keep: bool, table: pd.DataFrame | None = None):
     """A seeded patient-level split of CheXpert's train CSV (validation = ``keep``)."""
     if table is None:
-        table = read_chexpert_csv(profile.data_root / profile.data.splits["train"].csv,
+        table = read_chexpert_csv(data_path(profile, profile.data.splits["train"].csv),
                                   uncertain=profile.data.uncertain, frontal_only=profile.data.frontal_only)
     patients = table["cxr_id"].str.split("_").str[0]
     unique = np.sort(patients.unique())
@@ -234,13 +283,36 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return height, width
 
 
+def same_picture(image_shape: tuple[int, int], mask_shape: tuple[int, int]) -> bool:
+    """Whether an image of ``image_shape`` is the picture whose masks are ``mask_shape``: the same
+    size, or a copy downscaled with the aspect ratio kept (each side within 1 px of the
+    original's side times the scale), as CheXpert-v1.0-small's JPEGs are of the originals."""
+    if tuple(image_shape) == tuple(mask_shape):
+        return True
+    (height, width), (mask_height, mask_width) = image_shape, mask_shape
+    if height > mask_height or width > mask_width or min(height, width) < 1:
+        return False
+    if height / mask_height <= width / mask_width:
+        return abs(mask_width * height / mask_height - width) <= 1
+    return abs(mask_height * width / mask_width - height) <= 1
+
+
+def _check_image_fits(cxr_id: str, path: str | Path, mask_shape: tuple[int, int]) -> None:
+    shape = image_size(path)
+    if not same_picture(shape, mask_shape):
+        raise DataError(f"{cxr_id}: mask size {tuple(mask_shape)} does not fit its image's {shape}: neither the "
+                        f"same size nor a downscaled copy ({path})")
+
+
 def masks_for(split: SplitData, cxr_ids: Sequence[str], *, size: int | None = None,
               classes: Sequence[str] = LOCALIZED_CLASSES, check_image_size: bool = True) -> np.ndarray:
-    """Ground-truth masks, bool ``[N, len(classes), h, w]``.
+    """Ground-truth masks, bool ``[N, len(classes), h, w]``, all in memory.
 
     At the images' original size (all must agree) or, with ``size``, resized by nearest
-    neighbour to ``size x size``. A class without an entry is an empty mask. With
-    ``check_image_size``, a mask whose size differs from its image's is an error.
+    neighbour to ``size x size`` (for display, never for scoring). A class without an entry is
+    an empty mask. With ``check_image_size``, a mask that does not fit its image (the same size
+    or a downscaled copy, :func:`same_picture`) is an error. For scoring many images of
+    different sizes use :class:`ExpertMasks`.
     """
     paths = dict(zip(split.table["cxr_id"], split.table["image_path"], strict=True))
     if split.segmentations is None:
@@ -255,9 +327,8 @@ def masks_for(split: SplitData, cxr_ids: Sequence[str], *, size: int | None = No
         if len(shapes) != 1:
             raise DataError(f"{cxr_id}: masks of one image differ in size: {sorted(shapes)}")
         shape = shapes.pop()
-        if check_image_size and cxr_id in paths and image_size(paths[cxr_id]) != shape:
-            raise DataError(f"{cxr_id}: mask size {shape} differs from its image's {image_size(paths[cxr_id])} "
-                            f"({paths[cxr_id]})")
+        if check_image_size and cxr_id in paths:
+            _check_image_fits(cxr_id, paths[cxr_id], shape)
         per_class = np.stack([decoded.get(name, np.zeros(shape, bool)) for name in classes])
         if size is not None and shape != (size, size):
             rows = (np.arange(size) * shape[0] / size).astype(int)
@@ -268,6 +339,182 @@ def masks_for(split: SplitData, cxr_ids: Sequence[str], *, size: int | None = No
     if len(sizes) > 1:
         raise DataError(f"masks differ in size {sorted(sizes)}: pass size= to put them on one grid")
     return np.stack(stacks) if stacks else np.zeros((0, len(classes), size or 0, size or 0), bool)
+
+
+def describe_sizes(sizes: Sequence[tuple[int, int]]) -> str:
+    """``"256x256"`` when all sizes agree, else ``"3 sizes, 2022x1760 to 2320x2828"`` (by area)."""
+    distinct = sorted(set(map(tuple, sizes)), key=lambda size: (size[0] * size[1], size))
+    if not distinct:
+        return "none"
+    if len(distinct) == 1:
+        return "{}x{}".format(*distinct[0])
+    return "{} sizes, {}x{} to {}x{}".format(len(distinct), *distinct[0], *distinct[-1])
+
+
+class ExpertMasks:
+    """The expert masks of some images, decoded one image at a time at their original size.
+
+    CheXlocalize's masks are at the originals' size (about 2000-3000 px a side, different per
+    image), so a cohort's masks are never stacked: ``masks[n]`` decodes image ``n``'s masks
+    ``[len(classes), H_n, W_n]`` on demand, and ``masks[n, c]`` one mask. Which masks are
+    non-empty and what share of its image each covers come from the run-length codes without
+    decoding (``pycocotools.mask.area``).
+
+    Parameters
+    ----------
+    split : SplitData
+        A split with segmentations.
+    cxr_ids : sequence of str
+        The images, in order; each must have an entry.
+    classes : sequence of str
+        The classes, in order (a class without an entry is an empty mask).
+    check_image_size : bool
+        Check each mask against its image's header: the same picture, at the same or a
+        downscaled size (:func:`same_picture`), else a one-line error.
+    """
+
+    def __init__(self, split: SplitData, cxr_ids: Sequence[str], *, classes: Sequence[str] = LOCALIZED_CLASSES,
+                 check_image_size: bool = True):
+        from pycocotools import mask as coco_mask
+
+        if split.segmentations is None:
+            raise DataError(f"split {split.name!r} has no segmentations in this profile")
+        self.split_name = split.name
+        self.classes = tuple(classes)
+        self.cxr_ids = list(cxr_ids)
+        self._entries = []
+        sizes, areas = [], []
+        paths = dict(zip(split.table["cxr_id"], split.table["image_path"], strict=True))
+        for cxr_id in self.cxr_ids:
+            entry = split.segmentations.get(cxr_id)
+            if entry is None:
+                raise DataError(f"image {cxr_id!r} has no entry in the segmentations of split {split.name!r}")
+            shapes = set()
+            for name, rle in entry.items():
+                try:
+                    shapes.add(tuple(int(value) for value in rle["size"]))
+                except (TypeError, ValueError):
+                    raise DataError(f"{cxr_id}/{name}: RLE size {rle['size']!r} is not [h, w]") from None
+            if len(shapes) != 1:
+                raise DataError(f"{cxr_id}: masks of one image differ in size: {sorted(shapes)}")
+            shape = shapes.pop()
+            if len(shape) != 2 or min(shape) < 1:
+                raise DataError(f"{cxr_id}: RLE size {list(shape)} is not a positive [h, w]")
+            if check_image_size and cxr_id in paths:
+                _check_image_fits(cxr_id, paths[cxr_id], shape)
+            pixels = float(shape[0] * shape[1])
+            row = []
+            for name in self.classes:
+                rle = entry.get(name)
+                if rle is None:
+                    row.append(0.0)
+                    continue
+                counts = rle["counts"].encode("ascii") if isinstance(rle["counts"], str) else rle["counts"]
+                row.append(float(coco_mask.area({"size": list(shape), "counts": counts})) / pixels)
+            sizes.append(shape)
+            areas.append(row)
+            self._entries.append(entry)
+        self.sizes: list[tuple[int, int]] = sizes
+        self.area = np.asarray(areas, dtype=float).reshape(len(sizes), len(self.classes))
+
+    @classmethod
+    def from_arrays(cls, masks, *, cxr_ids: Sequence[str] | None = None,
+                    classes: Sequence[str] = LOCALIZED_CLASSES) -> ExpertMasks:
+        """Masks already in memory: bool ``[N, C, H, W]`` or a list of ``[C, H_n, W_n]``."""
+        arrays = [np.asarray(per_image, dtype=bool) for per_image in masks]
+        for per_image in arrays:
+            if per_image.ndim != 3 or len(per_image) != len(classes):
+                raise DataError(f"masks of one image must be [{len(classes)}, H, W], got {per_image.shape}")
+        result = object.__new__(cls)
+        result.split_name, result.classes = "in memory", tuple(classes)
+        result.cxr_ids = list(cxr_ids) if cxr_ids is not None else [str(row) for row in range(len(arrays))]
+        result._entries = arrays
+        result.sizes = [tuple(per_image.shape[-2:]) for per_image in arrays]
+        result.area = (np.stack([per_image.mean(axis=(-2, -1)) for per_image in arrays]) if arrays
+                       else np.zeros((0, len(classes))))
+        return result
+
+    @property
+    def present(self) -> np.ndarray:
+        """bool ``[N, C]``: whether each expert mask is non-empty."""
+        return self.area > 0
+
+    def __len__(self) -> int:
+        return len(self.cxr_ids)
+
+    def _decode(self, row: int, column: int) -> np.ndarray:
+        if isinstance(self._entries[row], np.ndarray):  # from_arrays
+            return self._entries[row][column]
+        rle = self._entries[row].get(self.classes[column])
+        if rle is None:
+            return np.zeros(self.sizes[row], dtype=bool)
+        mask = decode_mask(rle, where=f"{self.cxr_ids[row]}/{self.classes[column]}")
+        if mask.shape != self.sizes[row]:
+            raise DataError(f"{self.cxr_ids[row]}/{self.classes[column]}: decodes to {mask.shape}, "
+                            f"its size says {self.sizes[row]}")
+        return mask
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, tuple):
+            row, column = key
+            return self._decode(int(row), int(column))
+        row = int(key)
+        if not -len(self) <= row < len(self):
+            raise IndexError(f"image {row} of {len(self)}")
+        row %= len(self)
+        return np.stack([self._decode(row, column) for column in range(len(self.classes))])
+
+    def __iter__(self):
+        return (self[row] for row in range(len(self)))
+
+    def view(self, row: int) -> ImageMasks:
+        """One image's masks, decoded only when a class is read (``view[c]``)."""
+        return ImageMasks(self, int(row))
+
+    def subset(self, rows) -> ExpertMasks:
+        """The same masks restricted to some images (in that order)."""
+        chosen = [int(row) for row in np.asarray(rows).reshape(-1)]
+        result = object.__new__(ExpertMasks)
+        result.split_name, result.classes = self.split_name, self.classes
+        result.cxr_ids = [self.cxr_ids[row] for row in chosen]
+        result._entries = [self._entries[row] for row in chosen]
+        result.sizes = [self.sizes[row] for row in chosen]
+        result.area = self.area[chosen].reshape(len(chosen), len(self.classes))
+        return result
+
+    @property
+    def common_size(self) -> tuple[int, int] | None:
+        """The one original size all images share, or None when sizes differ."""
+        sizes = set(self.sizes)
+        return sizes.pop() if len(sizes) == 1 else None
+
+    def describe_size(self) -> str:
+        """The size the masks are at, for tables (:func:`describe_sizes`)."""
+        return describe_sizes(self.sizes)
+
+    def stacked(self) -> np.ndarray:
+        """All masks as one bool ``[N, C, H, W]`` array: only where every image has the same size
+        (the phantom), a one-line error otherwise (score per image instead)."""
+        if len(self) and self.common_size is None:
+            raise DataError(f"expert masks of split {self.split_name!r} differ in size ({self.describe_size()}); "
+                            "they cannot be stacked: score one image at a time (shamsul_utils.scoring)")
+        if not len(self):
+            return np.zeros((0, len(self.classes), 0, 0), dtype=bool)
+        return np.stack(list(self))
+
+
+class ImageMasks:
+    """The expert masks of one image of an :class:`ExpertMasks`, decoded one class at a time."""
+
+    def __init__(self, masks: ExpertMasks, row: int):
+        self._masks, self._row = masks, row
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self._masks.classes), *self._masks.sizes[self._row])
+
+    def __getitem__(self, column: int) -> np.ndarray:
+        return self._masks[self._row, column]
 
 
 class ImageDataset(torch.utils.data.Dataset):
@@ -338,7 +585,8 @@ def label_statistics(split: SplitData) -> pd.DataFrame:
 
 
 def verify_split_files(split: SplitData, *, sample: int = 0) -> dict:
-    """Check that every image of a split exists (and, for ``sample`` of them, decodes and fits its masks).
+    """Check that every image of a split exists and fits its masks' size (and, for ``sample`` of them,
+    that the image and its masks decode).
 
     Returns a summary dict; raises :class:`DataError` on the first problem, naming the file.
     """
@@ -349,10 +597,13 @@ def verify_split_files(split: SplitData, *, sample: int = 0) -> dict:
     checked = split.table.iloc[:sample] if sample else split.table.iloc[:0]
     for path in checked["image_path"]:
         load_image(path)
-    if split.segmentations is not None and sample:
-        with_masks = [cxr_id for cxr_id in checked["cxr_id"] if cxr_id in split.segmentations]
-        for cxr_id in with_masks:
-            masks_for(split, [cxr_id])
+    if split.segmentations is not None:
+        # every mask's size against its image's header (cheap); the sampled images' masks decoded
+        masks = ExpertMasks(split, [cxr_id for cxr_id in split.table["cxr_id"] if cxr_id in split.segmentations])
+        sampled = set(checked["cxr_id"])
+        for row, cxr_id in enumerate(masks.cxr_ids):
+            if cxr_id in sampled:
+                masks[row]
     return {"split": split.name, "images": len(split), "checked": len(checked),
             "with_masks": 0 if split.segmentations is None else int(split.table["cxr_id"].isin(split.segmentations).sum())}
 

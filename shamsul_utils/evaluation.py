@@ -1,8 +1,9 @@
 """The localisation evaluation of the study: segment every heatmap, score it, summarise with CIs.
 
 For each method the explanation set's maps of the 10 localised classes are turned into
-segmentations as CheXlocalize does (:func:`shamsul_utils.segmentation.heatmap_to_mask`) at the
-resolution of the expert masks, then scored:
+segmentations as CheXlocalize does (:func:`shamsul_utils.segmentation.heatmap_to_mask`) at each
+image's original size (the expert masks' size, whatever the size of the image file or the model
+input), one image at a time (:mod:`shamsul_utils.scoring`), then scored:
 
 * **IoU** per image and class, summarised two ways: CheXlocalize's default *true-positive slice*
   (only pairs where both the expert mask and the segmentation are non-empty) and the *full set*
@@ -28,7 +29,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import metrics
+from . import metrics, scoring
+from .datasets import describe_sizes
 from .labels import LOCALIZED_CLASSES
 from .segmentation import heatmap_to_mask
 from .study import ExplanationSet, localised_indices
@@ -43,30 +45,40 @@ class Localisation:
     """Scores of one method on the explanation set, all ``[N, 10]`` (localised classes)."""
 
     method: str
-    segmentations: np.ndarray  # bool [N, 10, H, W]
     iou: np.ndarray  # NaN where both masks are empty
     gt_present: np.ndarray
     pred_present: np.ndarray
     hits: np.ndarray  # 1 / 0 / NaN (no expert mask): the map's first maximal pixel (CheXlocalize)
     hits_tie_aware: np.ndarray  # share of the maximal pixels inside the mask / NaN
+    maps: np.ndarray  # [N, 10, h, w] the localised classes' heatmaps, as scored
+    sizes: list  # (H, W) per image: the original size every score was computed at
+    signed: str = "positive"
+    probabilities: np.ndarray | None = None  # [N, 10] when a probability cutoff applied
+    probability_cutoff: float | None = None
 
     def selected_iou(self, variant: str) -> np.ndarray:
         return metrics.select_iou(self.iou, self.gt_present, self.pred_present, variant=variant)
 
+    def segmentation(self, row: int, column: int) -> np.ndarray:
+        """The scored segmentation of one image and localised class, bool ``(H, W)`` at the image's
+        original size (recomputed by the plain route, so that no cohort of masks is kept)."""
+        probability = None if self.probabilities is None else self.probabilities[row, column]
+        return heatmap_to_mask(self.maps[row, column], output_size=self.sizes[row], signed=self.signed,
+                               probability=probability, probability_cutoff=self.probability_cutoff)
+
 
 def score_method(method: str, explanation: ExplanationSet, heatmaps: np.ndarray, *, signed: str = "positive",
                  probability_cutoff: float | None = None) -> Localisation:
-    """Segment and score one method's heatmaps ``[N, 14, h, w]`` against the expert masks."""
+    """Segment and score one method's heatmaps ``[N, 14, h, w]`` against the expert masks, one image
+    at a time at its original size (:func:`shamsul_utils.scoring.score_images`)."""
     maps = heatmaps[:, localised_indices()]
-    probabilities = explanation.probabilities[:, localised_indices()]
-    segmentations = heatmap_to_mask(maps, output_size=explanation.masks.shape[-2:], signed=signed,
-                                    probability=probabilities if probability_cutoff is not None else None,
-                                    probability_cutoff=probability_cutoff)
-    gt = explanation.masks
-    return Localisation(method=method, segmentations=segmentations, iou=metrics.iou(segmentations, gt),
-                        gt_present=gt.any(axis=(-2, -1)), pred_present=segmentations.any(axis=(-2, -1)),
-                        hits=metrics.pointing_game(maps, gt),
-                        hits_tie_aware=metrics.pointing_game(maps, gt, ties="fraction"))
+    probabilities = explanation.probabilities[:, localised_indices()] if probability_cutoff is not None else None
+    scores = scoring.score_images(maps, explanation.masks, signed=signed, probabilities=probabilities,
+                                  probability_cutoff=probability_cutoff)
+    return Localisation(method=method, iou=scores.iou, gt_present=scores.gt_present,
+                        pred_present=scores.pred_present, hits=scores.hits, hits_tie_aware=scores.hits_tie_aware,
+                        maps=maps, sizes=list(explanation.masks.sizes), signed=signed,
+                        probabilities=probabilities, probability_cutoff=probability_cutoff)
 
 
 def class_mean(values: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -82,7 +94,9 @@ def per_pair_table(scores: dict[str, Localisation], explanation: ExplanationSet)
     """One row per method, image and localised class with an expert mask (for box plots)."""
     rows = []
     findings = explanation.positive_findings
-    area = explanation.masks.mean(axis=(-2, -1))
+    area = explanation.masks.area
+    heights = np.array([size[0] for size in explanation.masks.sizes], dtype=int)
+    widths = np.array([size[1] for size in explanation.masks.sizes], dtype=int)
     probabilities = explanation.probabilities[:, localised_indices()]
     for method, score in scores.items():
         images, classes = np.nonzero(score.gt_present)
@@ -92,7 +106,8 @@ def per_pair_table(scores: dict[str, Localisation], explanation: ExplanationSet)
             "segmented": score.pred_present[images, classes], "hit": score.hits[images, classes],
             "hit_tie_aware": score.hits_tie_aware[images, classes],
             "mask_area": area[images, classes], "probability": probabilities[images, classes],
-            "positive_findings": findings[images]}))
+            "positive_findings": findings[images], "scored_height": heights[images],
+            "scored_width": widths[images]}))
     return pd.concat(rows, ignore_index=True)
 
 
@@ -100,7 +115,7 @@ def summary_table(scores: dict[str, Localisation], explanation: ExplanationSet, 
                   seed: int = 0) -> pd.DataFrame:
     """Per method and class: mIoU (true-positive slice and full set) and hit rate, each with its CI."""
     tables = []
-    chance = np.where(explanation.masks.any(axis=(-2, -1)), explanation.masks.mean(axis=(-2, -1)), np.nan)
+    chance = np.where(explanation.masks.present, explanation.masks.area, np.nan)
     chance_estimate = metrics.bootstrap_ci(chance, n_resamples=1, seed=seed)[0]
     for method, score in scores.items():
         parts = {}
@@ -122,9 +137,10 @@ def overall_table(scores: dict[str, Localisation], *, n_resamples: int = 1000, s
     """Per method: mean over classes of mIoU (both variants) and hit rate, with bootstrap CIs."""
     rows = []
     for method, score in scores.items():
-        row = {"method": method}
+        row = {"method": method, "scored_at": "original size: " + describe_sizes(score.sizes)}
         for label, values in (("miou_tp", score.selected_iou("true_positive")),
-                              ("miou_all", score.selected_iou("all")), ("hit_rate", score.hits),
+                              ("miou_all", score.selected_iou("all")), ("miou_union", score.selected_iou("union")),
+                              ("hit_rate", score.hits),
                               ("hit_rate_ties", score.hits_tie_aware)):
             estimate, low, high = metrics.bootstrap_ci(values, statistic=class_mean, n_resamples=n_resamples, seed=seed)
             row |= {label: float(estimate), f"{label}_low": float(low), f"{label}_high": float(high)}

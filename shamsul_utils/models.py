@@ -9,6 +9,8 @@ BatchNorm, transitions) as on DenseNet121.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -20,10 +22,13 @@ __all__ = [
     "build_model",
     "last_dense_block",
     "resolve_device",
+    "hub_reachable",
     "load_pretrained",
     "model_from_profile",
     "save_checkpoint",
     "load_checkpoint",
+    "read_weights",
+    "load_model_checkpoint",
     "load_trained_model",
 ]
 
@@ -93,6 +98,21 @@ def resolve_device(setting: str = "auto") -> torch.device:
     return torch.device(setting)
 
 
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the weights' host opens within ``timeout`` seconds.
+
+    Asked once before a download, so that an offline machine is told in seconds (the local cache
+    is then used alone) instead of after the hub client's retries (about 48 s measured).
+    """
+    import socket
+
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def load_pretrained(model: nn.Module, source: str, *, architecture: str = "densenet121") -> str:
     """Load ImageNet (or other) weights into ``model``'s backbone; returns a one-line description.
 
@@ -115,15 +135,22 @@ def load_pretrained(model: nn.Module, source: str, *, architecture: str = "dense
         return "random initialisation (no pretrained weights)"
     if source == "imagenet":
         import timm
+        from huggingface_hub import constants
 
+        online = hub_reachable()
+        saved = constants.HF_HUB_OFFLINE
+        constants.HF_HUB_OFFLINE = saved or not online  # offline: the local cache only, no retries
         try:
             pretrained = timm.create_model(architecture, pretrained=True, num_classes=0)
         except Exception as error:  # timm raises many kinds (network, hub, file) - all mean "not available"
+            reason = "offline: huggingface.co is not reachable" if not online else "perhaps offline"
             raise RuntimeError(
-                f"ImageNet weights for {architecture} could not be obtained ({error.__class__.__name__}); "
-                "you are probably offline: put the weights in the Hugging Face cache, or set "
-                "model.pretrained to a local weights file (or 'none') in the profile"
+                f"ImageNet weights for {architecture} could not be obtained ({error.__class__.__name__}; {reason}): "
+                "put the weights in the Hugging Face cache, or set model.pretrained to a local weights file "
+                "(or 'none') in the profile"
             ) from None
+        finally:
+            constants.HF_HUB_OFFLINE = saved
         state = pretrained.state_dict()
         description = f"ImageNet weights of timm's {architecture}"
     else:
@@ -166,18 +193,139 @@ def save_checkpoint(path, state: dict) -> None:
 
 
 def load_checkpoint(path) -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint`; one-line error if unreadable."""
+    """Read a checkpoint written by :func:`save_checkpoint`; one-line error if unreadable.
+
+    Read with ``weights_only=True``: tensors and plain containers only, so a crafted file cannot
+    run code (every checkpoint this project writes is of that kind).
+    """
     from pathlib import Path
 
     from .errors import DataError
 
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: checkpoint not found; run notebook 02_training first")
+        raise DataError(f"{path}: checkpoint not found; run notebook 02_training first (or make reproduce)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a truncated or foreign file
         raise DataError(f"{path}: unreadable checkpoint ({error.__class__.__name__}); delete it and retrain") from None
+
+
+# Where checkpoints written by common tools keep the weights and the class order.
+_STATE_KEYS = ("model", "state_dict", "model_state_dict", "net", "weights")
+_CLASS_KEYS = ("classes", "class_names", "pathologies", "targets")
+
+
+def read_weights(path) -> tuple[dict[str, torch.Tensor], list[str] | None]:
+    """The state dict of a checkpoint file and the class order it states, if any.
+
+    Accepted: this project's checkpoints (``{"model": state, ...}``), a plain state dict,
+    ``{"state_dict": ...}`` (PyTorch Lightning), ``{"model_state_dict": ...}``, with or without a
+    common key prefix (``module.`` from DataParallel, ``model.`` from Lightning, ``densenet121.``)
+    and torchvision's old ``norm.1``-style DenseNet names. The class order is read from a
+    ``classes``/``class_names``/``pathologies``/``targets`` list of names next to the weights.
+    Read with ``weights_only=True`` (no code in the file runs); ``.safetensors`` is read by
+    safetensors.
+    """
+    import re
+    from pathlib import Path
+
+    from .errors import DataError
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"{path}: model checkpoint not found (model.checkpoint)")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            raw = load_file(str(path))
+        else:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - pickled objects, truncation, foreign formats
+        raise DataError(f"{path}: not a readable weights file with tensors only ({error.__class__.__name__}); "
+                        "save the model's state_dict (torch.save(model.state_dict(), path))") from None
+    classes = None
+    state = raw
+    if isinstance(raw, dict):
+        for key in _CLASS_KEYS:
+            value = raw.get(key)
+            if isinstance(value, (list, tuple)) and value and all(isinstance(name, str) for name in value):
+                classes = list(value)
+                break
+        for key in _STATE_KEYS:
+            if isinstance(raw.get(key), dict):
+                state = raw[key]
+                break
+    if not isinstance(state, dict) or not state or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise DataError(f"{path}: no state dict of tensors found (looked at the top level and under "
+                        f"{', '.join(_STATE_KEYS)})")
+    state = dict(state)
+    while True:  # strip a prefix every key shares (module., model., densenet121., ...)
+        heads = {key.split(".", 1)[0] for key in state}
+        if len(heads) != 1 or heads & {"features", "classifier"} or not all("." in key for key in state):
+            break
+        state = {key.split(".", 1)[1]: value for key, value in state.items()}
+    legacy = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
+    state = {legacy.sub(lambda match: match.group(1) + match.group(2).replace(".", "", 1), key): value
+             for key, value in state.items()}
+    state = {key.replace("classifier.0.", "classifier.", 1) if key.startswith("classifier.0.") else key: value
+             for key, value in state.items()}
+    return state, classes
+
+
+def load_model_checkpoint(path, model: nn.Module, *, architecture: str = "densenet121") -> str:
+    """Load a whole trained 14-class model (backbone and head) into ``model``; returns a description.
+
+    The head keeps its weights. When the checkpoint states its class order (see
+    :func:`read_weights`), the head's rows are permuted into :data:`CLASSES` order by name
+    (CheXlocalize's "Airspace Opacity" is "Lung Opacity"); otherwise a 14-output head is taken
+    to be in CheXpert's order. Refused with one line: no head, a head that does not give all 14
+    classes, unknown or repeated names, and any missing, unexpected or differently shaped weight.
+    """
+    from .errors import DataError
+    from .labels import CHEXLOCALIZE_TASK_NAMES
+
+    state, classes = read_weights(path)
+    if "classifier.weight" not in state:
+        raise DataError(f"{path}: no classifier head ('classifier.weight'); a backbone-only file belongs in "
+                        "model.pretrained, a trained 14-class model in model.checkpoint")
+    weight, bias = state["classifier.weight"], state.get("classifier.bias")
+    outputs = weight.shape[0]
+    if classes is not None:
+        aliases = {task: name for name, task in CHEXLOCALIZE_TASK_NAMES.items()}
+        names = [aliases.get(name, name) for name in classes]
+        unknown = [name for name in names if name not in CLASSES]
+        if unknown:
+            raise DataError(f"{path}: class name(s) {', '.join(map(repr, unknown[:3]))} are not among CheXpert's 14")
+        if len(set(names)) != len(names):
+            raise DataError(f"{path}: a class is named twice in the checkpoint's class order")
+        if len(names) != outputs:
+            raise DataError(f"{path}: the head has {outputs} outputs but the checkpoint names {len(names)} classes")
+        missing = [name for name in CLASSES if name not in names]
+        if missing:
+            raise DataError(f"{path}: the head lacks {len(missing)} of the 14 classes ({', '.join(missing[:3])}...); "
+                            "all 14 are needed")
+        order = torch.tensor([names.index(name) for name in CLASSES])
+        state["classifier.weight"] = weight[order]
+        if bias is not None:
+            state["classifier.bias"] = bias[order]
+    elif outputs != len(CLASSES):
+        raise DataError(f"{path}: the head has {outputs} outputs and the checkpoint states no class order "
+                        f"('classes': [...]); {len(CLASSES)} in CheXpert's order are needed")
+    expected = model.state_dict()
+    for key, value in state.items():
+        if key in expected and tuple(expected[key].shape) != tuple(value.shape):
+            raise DataError(f"{path}: {key} has shape {tuple(value.shape)}, {architecture} needs "
+                            f"{tuple(expected[key].shape)}")
+    missing, unexpected = (sorted(set(expected) - set(state)), sorted(set(state) - set(expected)))
+    if missing or unexpected:
+        raise DataError(f"{path}: does not fit {architecture}: {len(missing)} missing weight(s)"
+                        f"{' (e.g. ' + missing[0] + ')' if missing else ''}, {len(unexpected)} unexpected"
+                        f"{' (e.g. ' + unexpected[0] + ')' if unexpected else ''}")
+    model.load_state_dict(state)
+    order = "classes mapped by name" if classes is not None else "head taken in CheXpert's class order"
+    return f"trained model from {Path(path).name} ({order})"
 
 
 def load_trained_model(profile, *, device: torch.device | None = None) -> tuple[nn.Module, dict]:
@@ -185,9 +333,14 @@ def load_trained_model(profile, *, device: torch.device | None = None) -> tuple[
 
     The model is in ``channels_last`` memory format, which every explainer accepts unchanged.
     """
-    checkpoint = load_checkpoint(profile.paths.checkpoints / "best.pt")
     model = model_from_profile(profile)
-    model.load_state_dict(checkpoint["model"])
+    if profile.model.checkpoint:
+        description = load_model_checkpoint(profile.model.checkpoint_path, model,
+                                             architecture=profile.model.architecture)
+        checkpoint = {"weights": description, "epoch": None}
+    else:
+        checkpoint = load_checkpoint(profile.paths.checkpoints / "best.pt")
+        model.load_state_dict(checkpoint["model"])
     model.eval().to(device or resolve_device(profile.device))
     model.to(memory_format=torch.channels_last)  # about 1.6x faster DenseNet inference on CPU (measured)
     return model, {key: value for key, value in checkpoint.items() if key not in ("model", "optimizer", "scheduler")}

@@ -248,7 +248,16 @@ def cooccurrence_figure(labels: np.ndarray, class_names: Sequence[str], *, title
 # ------------------------------------------------------------------------- training (notebook 02)
 
 def learning_curves_figure(history, best_epoch: int, *, title: str = "Learning curves"):
-    """Training/validation loss and validation mean AUROC per epoch; the selected epoch marked."""
+    """Training/validation loss and validation mean AUROC per epoch; the selected epoch marked.
+
+    An empty history (a given checkpoint was evaluated, nothing trained) gives a panel that says so.
+    """
+    if len(history) == 0:
+        figure, axis = plt.subplots(figsize=(9, 1.2))
+        axis.axis("off")
+        axis.text(0.5, 0.5, "No training in this run: the model of model.checkpoint is evaluated as given.",
+                  ha="center", va="center")
+        return figure
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.3))
     left.plot(history["epoch"], history["train_loss"], "o-", label="train")
     left.plot(history["epoch"], history["valid_loss"], "o-", label="validation")
@@ -565,7 +574,7 @@ def significance_figure(explanation, scores: dict, heatmaps: dict, instances: di
             gray = explanation.gray[row]
             score = scores[method]
             overlay_heatmap(axis, gray, mask=_display_mask(explanation.masks[row, column], gray.shape),
-                            prediction=_display_mask(score.segmentations[row, column], gray.shape),
+                            prediction=_display_mask(score.segmentation(row, column), gray.shape),
                             title=f"{kind}\nIoU {np.nan_to_num(score.iou[row, column]):.2f}, "
                                   f"p={explanation.probabilities[row, CLASSES.index(class_name)]:.2f}")
         axes[row_index, 0].set_ylabel(method, fontsize=10)
@@ -588,7 +597,7 @@ def methods_grid_figure(explanation, scores: dict, heatmaps: dict, row: int, cla
     for axis, (method, score) in zip(axes[1:], scores.items(), strict=True):
         signed = method != "Grad-CAM"
         overlay_heatmap(axis, gray, heatmaps[method][row, class_index], mask=mask, signed=signed,
-                        prediction=_display_mask(score.segmentations[row, column], gray.shape),
+                        prediction=_display_mask(score.segmentation(row, column), gray.shape),
                         title=f"{method}\nIoU {np.nan_to_num(score.iou[row, column]):.2f}")
     figure.suptitle(title or f"{class_name}, p={explanation.probabilities[row, class_index]:.2f}: "
                              "all methods on one image (blue: expert, red: segmentation)")

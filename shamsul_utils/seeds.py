@@ -91,7 +91,8 @@ def train_extra_seeds(profile: Profile, *, workers: int | None = None) -> pd.Dat
     for variant in variants:
         model, checkpoint = load_trained_model(variant)
         predictions = training.predict_split(variant, model, test)
-        rows.append({"seed": variant.training_seed, "selected epoch": int(checkpoint["epoch"]),
+        epoch = checkpoint.get("epoch")  # None: a given checkpoint (model.checkpoint), not trained here
+        rows.append({"seed": variant.training_seed, "selected epoch": None if epoch is None else int(epoch),
                      "test mean AUROC": training.mean_auroc(test.labels, predictions[list(CLASSES)].to_numpy())})
     return pd.DataFrame(rows)
 

@@ -40,7 +40,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-__all__ = ["heatmap_to_mask", "normalise_heatmaps", "otsu_thresholds", "tune_thresholds"]
+__all__ = ["heatmap_to_mask", "normalise_heatmaps", "otsu_thresholds", "tune_thresholds", "segment_resized_map",
+           "fill_holes", "drop_isolated_pixels"]
 
 _SIGNED = ("positive", "absolute", "raw")
 _CHUNK_PIXELS = 1 << 24  # float32 pixels processed at once (64 MiB)
@@ -83,6 +84,13 @@ def otsu_thresholds(maps: np.ndarray) -> np.ndarray:
     count = flat.shape[0]
     offsets = (np.arange(count, dtype=np.int64) * 256)[:, None]
     counts = np.bincount((flat + offsets).ravel(), minlength=count * 256).reshape(count, 256)
+    thresholds = _otsu_from_histograms(counts)
+    return thresholds[0] if single else thresholds
+
+
+def _otsu_from_histograms(counts: np.ndarray) -> np.ndarray:
+    """Otsu's threshold of each row of 256-bin histograms ``[M, 256]`` (see :func:`otsu_thresholds`)."""
+    counts = np.asarray(counts, dtype=np.int64)
     centers = np.arange(256, dtype=np.int64)
     # The arithmetic of skimage.filters.threshold_otsu, row-wise (empty outer bins only add zeros).
     weight1 = np.cumsum(counts, axis=1)
@@ -96,8 +104,8 @@ def otsu_thresholds(maps: np.ndarray) -> np.ndarray:
     variance = np.where(valid, variance, -np.inf)
     thresholds = np.argmax(variance, axis=1)
     constant = ~valid.any(axis=1)
-    thresholds[constant] = flat[constant, 0]
-    return thresholds[0] if single else thresholds
+    thresholds[constant] = np.argmax(counts[constant] > 0, axis=1)  # the one value of a constant map
+    return thresholds
 
 
 def _select(flags: np.ndarray):
@@ -357,3 +365,87 @@ def tune_thresholds(
     best = thresholds[np.argmax(filled, axis=0)].astype(float)
     best[np.isnan(miou).all(axis=0)] = np.nan
     return best, miou
+
+
+# --------------------------------------------------------------------------- one large map at a time
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Fill the holes of one 2-D mask in place: ``scipy.ndimage.binary_fill_holes`` (4-connected
+    background), computed only where a hole can be.
+
+    A background pixel outside its row's foreground span (left of the row's first foreground
+    pixel or right of its last) reaches the border along the row, so only rows with a *gap*
+    inside their span can hold holes. When no row has one (a convex blob, the usual Otsu mask of
+    a Grad-CAM map) there is nothing to do. Otherwise the box around the gaps plus a one-pixel
+    ring is labelled (``scipy.ndimage.label``): a background component there is a hole unless it
+    touches the ring (every component that reaches the border does: a non-gap pixel's run along
+    its row crosses the ring). scipy's ``binary_fill_holes`` dilates from the border instead, one
+    pixel per iteration over the whole image; the result is identical (tested against scipy).
+    """
+    rows = np.flatnonzero(mask.any(axis=1))
+    if not len(rows):
+        return mask
+    top, bottom = rows[0], rows[-1] + 1
+    band = mask[top:bottom]
+    width = band.shape[1]
+    first = band.argmax(axis=1)
+    last = width - 1 - band[:, ::-1].argmax(axis=1)
+    filled = np.count_nonzero(band, axis=1)
+    gaps = np.flatnonzero((filled > 0) & (last - first + 1 > filled))
+    if not len(gaps):
+        return mask
+    r0, r1 = max(top + gaps[0] - 1, 0), min(top + gaps[-1] + 2, mask.shape[0])
+    c0, c1 = first[gaps].min(), last[gaps].max() + 1  # foreground columns: the ring's sides
+    region = mask[r0:r1, c0:c1]  # a view
+    labels, count = ndimage.label(~region, structure=_FILL_STRUCTURE[0])
+    hole = np.ones(count + 1, dtype=bool)
+    hole[labels[0]] = hole[labels[-1]] = hole[labels[:, 0]] = hole[labels[:, -1]] = False
+    hole[0] = False  # label 0 is the foreground
+    if hole.any():
+        region |= hole[labels]
+    return mask
+
+
+def drop_isolated_pixels(mask: np.ndarray) -> np.ndarray:
+    """Remove, in place, foreground pixels of one 2-D mask without any 8-neighbour (only the
+    foreground's bounding box is examined)."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if not len(rows):
+        return mask
+    columns = np.flatnonzero(mask.any(axis=0))
+    box = mask[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
+    box[...] = _drop_isolated(box[None])[0]
+    return mask
+
+
+def segment_resized_map(resized: torch.Tensor, *, signed: str = "positive") -> np.ndarray:
+    """Otsu segmentation of one map already resized to the original image size, as
+    :func:`heatmap_to_mask` (Otsu mode, filling and isolated-pixel removal) computes it.
+
+    Parameters
+    ----------
+    resized : Tensor, float32, shape (H, W), finite
+        Overwritten (the sign step and the normalisation run in place, to keep one copy of a
+        2320 x 2828 map in memory).
+    signed : see :func:`heatmap_to_mask`
+
+    Returns
+    -------
+    ndarray of bool, shape (H, W)
+        Identical to ``heatmap_to_mask(map, output_size=(H, W), signed=signed)`` for the map
+        ``resized`` came from (tested): the same float32 operations in the same order, the
+        histogram counted by torch, holes filled by :func:`fill_holes`.
+    """
+    _check_signed(signed)
+    if signed == "positive":
+        resized.clamp_(min=0)
+    elif signed == "absolute":
+        resized.abs_()
+    low, high = torch.aminmax(resized)
+    spread = high - low
+    if not spread > 0:
+        return np.zeros(resized.shape, dtype=bool)
+    scaled = resized.sub_(low).div_(spread).mul_(255).to(torch.uint8)
+    histogram = torch.bincount(scaled.flatten(), minlength=256).numpy()
+    threshold = int(_otsu_from_histograms(histogram[None])[0])
+    mask = (scaled > threshold).numpy()
+    return drop_isolated_pixels(fill_holes(mask))

@@ -48,9 +48,11 @@ class ExplanationSet:
         ``[N, S, S]`` float in [0, 1], for display.
     labels, probabilities : numpy.ndarray
         ``[N, 14]``: ground truth and the trained model's test predictions.
-    masks : numpy.ndarray
-        bool ``[N, 10, h, w]`` expert masks of the localised classes at the images' original size
-        (the size CheXlocalize scores at), or at ``S`` when original sizes differ.
+    masks : shamsul_utils.datasets.ExpertMasks
+        The expert masks of the localised classes at each image's original size (the size
+        CheXlocalize scores at, whatever size the image file or the model input has), decoded one
+        image at a time: ``masks[n]`` is bool ``[10, H_n, W_n]``; ``masks.present`` and
+        ``masks.area`` are ``[N, 10]``.
     """
 
     table: pd.DataFrame
@@ -58,7 +60,11 @@ class ExplanationSet:
     gray: np.ndarray
     labels: np.ndarray
     probabilities: np.ndarray
-    masks: np.ndarray
+    masks: datasets.ExpertMasks
+
+    def __post_init__(self):
+        if not isinstance(self.masks, datasets.ExpertMasks):  # masks given in memory, [N, 10, H, W]
+            self.masks = datasets.ExpertMasks.from_arrays(self.masks, cxr_ids=self.table["cxr_id"].tolist())
 
     @property
     def cxr_ids(self) -> list[str]:
@@ -77,7 +83,7 @@ class ExplanationSet:
         rows = np.asarray(rows)
         return ExplanationSet(table=self.table.iloc[rows].reset_index(drop=True), images=self.images[rows],
                               gray=self.gray[rows], labels=self.labels[rows],
-                              probabilities=self.probabilities[rows], masks=self.masks[rows])
+                              probabilities=self.probabilities[rows], masks=self.masks.subset(rows))
 
 
 def is_cheap(method: str) -> bool:
@@ -94,12 +100,7 @@ def explanation_set(profile: Profile) -> ExplanationSet:
     size = profile.model.input_size
     gray = datasets.load_images(table["image_path"].tolist(), size)
     predictions = load_predictions(profile, "test").set_index("cxr_id").loc[table["cxr_id"]]
-    try:
-        masks = datasets.masks_for(split, table["cxr_id"])
-    except DataError as error:
-        if "differ in size" not in str(error):
-            raise
-        masks = datasets.masks_for(split, table["cxr_id"], size=size)
+    masks = datasets.ExpertMasks(split, table["cxr_id"])
     return ExplanationSet(table=table, images=datasets.normalize(gray), gray=gray / 255.0,
                           labels=table[list(CLASSES)].to_numpy(np.float32),
                           probabilities=predictions[list(CLASSES)].to_numpy(np.float32), masks=masks)

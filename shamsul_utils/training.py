@@ -49,6 +49,7 @@ class TrainingResult:
     peak_rss_gb: float
     weights: str
     reused: bool
+    trained: bool = True  # False: a given checkpoint (model.checkpoint) is evaluated, nothing is trained
 
 
 def training_fingerprint(profile: Profile) -> str:
@@ -120,7 +121,9 @@ def train(profile: Profile, *, progress: bool = True, max_epochs_this_call: int 
     Returns
     -------
     TrainingResult
-        ``reused`` is true when a finished training with the same fingerprint was found.
+        ``reused`` is true when a finished training with the same fingerprint was found. With
+        ``model.checkpoint`` set nothing is trained: the checkpoint is loaded (so that a file that
+        does not fit fails here, in one line) and ``trained`` is false.
 
     Notes
     -----
@@ -128,6 +131,13 @@ def train(profile: Profile, *, progress: bool = True, max_epochs_this_call: int 
     ``best.pt`` (lowest validation loss: the selected model) and ``history.csv``.
     """
     started = time.perf_counter()
+    if profile.model.checkpoint:  # a model the user already has: check that it loads, train nothing
+        from .models import load_model_checkpoint
+
+        weights = load_model_checkpoint(profile.model.checkpoint_path, model_from_profile(profile),
+                                        architecture=profile.model.architecture)
+        return TrainingResult(pd.DataFrame(columns=["epoch", "train_loss", "valid_loss", "valid_mean_auroc"]), 0,
+                              time.perf_counter() - started, _rss_gb(), weights, False, trained=False)
     folder = profile.paths.checkpoints
     fingerprint = training_fingerprint(profile)
     last_path, best_path = folder / "last.pt", folder / "best.pt"

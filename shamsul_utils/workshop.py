@@ -151,7 +151,7 @@ class _Entry:
     image: torch.Tensor  # [3, S, S] normalised model input
     probabilities: np.ndarray  # [14]
     labels: np.ndarray | None  # [14] ground truth, None for uploads
-    masks: np.ndarray | None  # bool [10, H, W] expert masks, None for uploads
+    masks: datasets.ImageMasks | None  # expert masks (10 classes, decoded when read), None for uploads
     display: np.ndarray | None = None  # float [H, W] in [0, 1]; loaded lazily for the explanation set
     path: str | None = None
 
@@ -288,7 +288,7 @@ class Explorer:
             self._entries[cxr_id] = _Entry(
                 key=cxr_id, label=f"{cxr_id.split('_')[0]}: {', '.join(positives) or 'No Finding'}",
                 image=self.explanation.images[row], probabilities=self.explanation.probabilities[row],
-                labels=findings[row], masks=self.explanation.masks[row],
+                labels=findings[row], masks=self.explanation.masks.view(row),
                 path=str(self.explanation.table["image_path"].iloc[row]))
 
     # -- choices

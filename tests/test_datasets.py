@@ -121,5 +121,5 @@ def test_rle_whose_size_disagrees(fixture):
     path.write_text(json.dumps(content))
     table = read_chexpert_csv(root / "CheXpert-v1.0-small" / "valid.csv")
     split = SplitData("valid", table, read_segmentations(path))
-    with pytest.raises(DataError, match=rf"{first}: mask size \(7, 9\) differs from its image's \(40, 48\)"):
+    with pytest.raises(DataError, match=rf"{first}: mask size \(7, 9\) does not fit its image's \(40, 48\)"):
         masks_for(split, table["cxr_id"])

@@ -30,7 +30,7 @@ def test_a_map_equal_to_the_mask_scores_one():
     explanation = _explanation()
     maps = np.zeros((len(explanation), len(CLASSES), 16, 16), np.float32)
     for position, name in enumerate(LOCALIZED_CLASSES):
-        maps[:, CLASSES.index(name)] = explanation.masks[:, position]
+        maps[:, CLASSES.index(name)] = explanation.masks.stacked()[:, position]
     score = evaluation.score_method("perfect", explanation, maps)
     present = score.gt_present
     assert np.allclose(score.iou[present], 1.0)
@@ -44,7 +44,7 @@ def test_a_shifted_map_scores_its_hand_computed_iou_and_the_ranking_sees_it():
     explanation = _explanation()
     heart = CLASSES.index("Cardiomegaly")
     perfect = np.zeros((len(explanation), len(CLASSES), 16, 16), np.float32)
-    perfect[:, heart] = explanation.masks[:, LOCALIZED_CLASSES.index("Cardiomegaly")]
+    perfect[:, heart] = explanation.masks.stacked()[:, LOCALIZED_CLASSES.index("Cardiomegaly")]
     shifted = np.roll(perfect, 4, axis=-1)  # an 8-wide box moved by 4: overlap 4 of 12 columns
     scores = {name: evaluation.score_method(name, explanation, maps)
               for name, maps in (("perfect", perfect), ("shifted", shifted))}

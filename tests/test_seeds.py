@@ -75,6 +75,7 @@ class _Scores:
         self.values = values
         self.hits = values
         self.hits_tie_aware = values
+        self.sizes = [(16, 16)] * len(values)
 
     def selected_iou(self, variant: str) -> np.ndarray:
         return self.values

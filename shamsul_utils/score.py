@@ -1,0 +1,193 @@
+"""Score heatmaps or segmentations against CheXlocalize's ground truth, from the command line.
+
+``python -m shamsul_utils.score`` is the counterpart of CheXlocalize's own scripts
+(``heatmap_to_segmentation.py`` followed by ``eval.py``), for files in CheXlocalize's formats:
+
+* predictions: a folder of heatmap pickles ``<cxr_id>_<Task>_map.pkl`` (CheXlocalize's, or this
+  project's :func:`shamsul_utils.chexlocalize.export_heatmap_pkls`), or a segmentation JSON;
+* ground truth: CheXlocalize's segmentation JSON (``gt_segmentations_val.json``).
+
+Each heatmap is resized to its image's original size (the ground truth's), segmented with Otsu
+(:mod:`shamsul_utils.scoring`, one image at a time) and scored. Written to ``--output``:
+
+* ``pairs.csv``: one row per image and task: IoU, whether each mask is non-empty, the hit of the
+  pointing game (first maximal pixel, as CheXlocalize) and its tie-aware rate, the size scored at;
+* ``summary.csv``: per task and over all tasks (the mean of the task means): mIoU on the
+  true-positive slice (CheXlocalize's default), on CheXlocalize's full set (``true_pos_only=False``:
+  every pair where either mask is non-empty; ``miou_full_set``), on the pairs with an expert mask
+  (``miou_expert_mask``, this study's "full set"), and the hit rate, each with its bootstrap CI
+  over images (CheXlocalize's percentile indices with ``--ci chexlocalize``).
+
+``--signed raw`` segments the signed map as CheXlocalize does; the default ``positive`` clips
+negative evidence first (see :func:`shamsul_utils.segmentation.heatmap_to_mask`).
+
+Example::
+
+    python -m shamsul_utils.score --heatmaps heatmaps/gradcam --gt CheXlocalize/gt_segmentations_val.json \\
+        --output scores/gradcam --signed raw
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import metrics
+from .chexlocalize import decode_mask, import_heatmap_pkls, read_segmentations
+from .errors import DataError
+from .files import write_table
+from .labels import CHEXLOCALIZE_TASK_NAMES, LOCALIZED_CLASSES
+from .scoring import score_image
+
+__all__ = ["score_heatmaps", "score_segmentations", "summarise", "main"]
+
+_COLUMNS = ("iou", "gt_present", "pred_present", "hit", "hit_tie_aware")
+
+
+def _ground_truth(ground_truth: dict, cxr_id: str) -> tuple[np.ndarray, tuple[int, int]]:
+    """One image's 10 expert masks ``[10, H, W]`` (empty where the JSON has no entry)."""
+    entry = ground_truth[cxr_id]
+    decoded = {name: decode_mask(rle, where=f"{cxr_id}/{name}") for name, rle in entry.items()}
+    shapes = {mask.shape for mask in decoded.values()}
+    if len(shapes) != 1:
+        raise DataError(f"{cxr_id}: ground-truth masks of one image differ in size: {sorted(shapes)}")
+    shape = shapes.pop()
+    return np.stack([decoded.get(name, np.zeros(shape, bool)) for name in LOCALIZED_CLASSES]), shape
+
+
+def _check_ids(predicted: dict, ground_truth: dict, what: str) -> list[str]:
+    unknown = sorted(set(predicted) - set(ground_truth))
+    if unknown:
+        raise DataError(f"{what}: image {unknown[0]!r} is not in the ground truth ({len(unknown)} such ids)")
+    missing = sorted(set(ground_truth) - set(predicted))
+    if missing:
+        raise DataError(f"{what}: no prediction for image {missing[0]!r} ({len(missing)} of {len(ground_truth)} "
+                        "ground-truth images have none)")
+    return sorted(ground_truth)
+
+
+def _rows(cxr_id: str, size: tuple[int, int], values: np.ndarray) -> pd.DataFrame:
+    table = pd.DataFrame({"cxr_id": cxr_id, "task": [CHEXLOCALIZE_TASK_NAMES[name] for name in LOCALIZED_CLASSES]})
+    for name, column in zip(_COLUMNS, values, strict=True):
+        table[name] = column
+    table["scored_height"], table["scored_width"] = size
+    return table
+
+
+def score_heatmaps(folder, ground_truth_path, *, signed: str = "positive",
+                   probability_cutoff: float | None = None) -> pd.DataFrame:
+    """Per-pair scores of a folder of heatmap pickles (see the module docstring)."""
+    heatmaps = import_heatmap_pkls(folder)
+    ground_truth = read_segmentations(ground_truth_path)
+    tables = []
+    for cxr_id in _check_ids(heatmaps, ground_truth, str(folder)):
+        truth, size = _ground_truth(ground_truth, cxr_id)
+        entries = heatmaps[cxr_id]
+        absent = [name for name in LOCALIZED_CLASSES if name not in entries]
+        if absent:
+            raise DataError(f"{folder}: image {cxr_id!r} has no heatmap for {CHEXLOCALIZE_TASK_NAMES[absent[0]]!r}")
+        values = np.full((len(_COLUMNS), len(LOCALIZED_CLASSES)), np.nan)
+        for column, name in enumerate(LOCALIZED_CLASSES):
+            entry = entries[name]
+            if tuple(entry.size) != size:
+                raise DataError(f"{folder}: {cxr_id}/{CHEXLOCALIZE_TASK_NAMES[name]}: cxr_dims give the image size "
+                                f"{entry.size}, the ground truth's masks are {size}")
+            result = score_image(entry.map[None], truth[column:column + 1], signed=signed,
+                                 probabilities=None if probability_cutoff is None else [entry.probability],
+                                 probability_cutoff=probability_cutoff)
+            values[:, column] = [value[0] for value in result]
+        tables.append(_rows(cxr_id, size, values))
+    return pd.concat(tables, ignore_index=True)
+
+
+def score_segmentations(path, ground_truth_path) -> pd.DataFrame:
+    """Per-pair IoU of a segmentation JSON (no maps, so no pointing game: hit columns are NaN)."""
+    predicted = read_segmentations(path)
+    ground_truth = read_segmentations(ground_truth_path)
+    tables = []
+    for cxr_id in _check_ids(predicted, ground_truth, str(path)):
+        truth, size = _ground_truth(ground_truth, cxr_id)
+        values = np.full((len(_COLUMNS), len(LOCALIZED_CLASSES)), np.nan)
+        for column, name in enumerate(LOCALIZED_CLASSES):
+            rle = predicted[cxr_id].get(name)
+            mask = np.zeros(size, bool) if rle is None else decode_mask(rle, where=f"{path}: {cxr_id}/{name}")
+            if mask.shape != size:
+                raise DataError(f"{path}: {cxr_id}/{CHEXLOCALIZE_TASK_NAMES[name]}: segmentation is {mask.shape}, "
+                                f"the ground truth's masks are {size}")
+            values[:3, column] = (metrics.iou(mask, truth[column]), truth[column].any(), mask.any())
+        tables.append(_rows(cxr_id, size, values))
+    return pd.concat(tables, ignore_index=True)
+
+
+def summarise(pairs: pd.DataFrame, *, n_resamples: int = 1000, seed: int = 0, interval: str = "percentile") -> pd.DataFrame:
+    """Per task and over all tasks: mIoU (three selections) and hit rate with bootstrap CIs over images."""
+    from .evaluation import class_mean
+
+    tasks = [CHEXLOCALIZE_TASK_NAMES[name] for name in LOCALIZED_CLASSES]
+    wide = {name: pairs.pivot(index="cxr_id", columns="task", values=name)[tasks].to_numpy(dtype=float)
+            for name in _COLUMNS}
+    gt, pred = wide["gt_present"] > 0, wide["pred_present"] > 0
+    selections = {
+        "miou_true_positive": metrics.select_iou(wide["iou"], gt, pred, variant="true_positive"),
+        "miou_full_set": metrics.select_iou(wide["iou"], gt, pred, variant="union"),
+        "miou_expert_mask": metrics.select_iou(wide["iou"], gt, pred, variant="all"),
+        "hit_rate": wide["hit"],
+        "hit_rate_tie_aware": wide["hit_tie_aware"],
+    }
+    rows = [{"task": task} for task in tasks] + [{"task": "all tasks (mean of task means)"}]
+    for label, values in selections.items():
+        kwargs = {"n_resamples": n_resamples, "seed": seed, "interval": interval}
+        per_task = metrics.bootstrap_ci(values, **kwargs)
+        overall = metrics.bootstrap_ci(values, statistic=class_mean, **kwargs)
+        counts = (~np.isnan(values)).sum(axis=0)
+        for index, row in enumerate(rows):
+            estimate, low, high = ((part[index] for part in per_task) if index < len(tasks) else overall)
+            row |= {label: float(estimate), f"{label}_low": float(low), f"{label}_high": float(high),
+                    f"n_{label}": int(counts[index] if index < len(tasks) else counts.sum())}
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m shamsul_utils.score",
+                                     description="Score heatmaps or segmentations against CheXlocalize's masks.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--heatmaps", type=Path, help="folder of <cxr_id>_<Task>_map.pkl heatmap pickles")
+    source.add_argument("--segmentations", type=Path, help="segmentation JSON in CheXlocalize's format")
+    parser.add_argument("--gt", type=Path, required=True, help="ground-truth segmentation JSON (CheXlocalize)")
+    parser.add_argument("--output", type=Path, required=True, help="folder for pairs.csv and summary.csv")
+    parser.add_argument("--signed", choices=("positive", "absolute", "raw"), default="positive",
+                        help="negative evidence before min-max: clip (default), |m|, or as is (CheXlocalize)")
+    parser.add_argument("--probability-cutoff", type=float, default=None,
+                        help="empty segmentation where the pkl's prob is below this (CheXlocalize's option)")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of images (default 1000)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ci", choices=("percentile", "chexlocalize"), default="percentile",
+                        help="interval: percentiles, or CheXlocalize's sorted-sample indices")
+    arguments = parser.parse_args(argv)
+    if arguments.bootstrap < 1:
+        parser.error("--bootstrap must be at least 1")
+    try:
+        if arguments.heatmaps is not None:
+            pairs = score_heatmaps(arguments.heatmaps, arguments.gt, signed=arguments.signed,
+                                   probability_cutoff=arguments.probability_cutoff)
+        else:
+            pairs = score_segmentations(arguments.segmentations, arguments.gt)
+        summary = summarise(pairs, n_resamples=arguments.bootstrap, seed=arguments.seed, interval=arguments.ci)
+    except DataError as error:
+        print(f"score: {error}", file=sys.stderr)
+        return 2
+    write_table(pairs, arguments.output / "pairs.csv")
+    write_table(summary, arguments.output / "summary.csv")
+    overall = summary.iloc[-1]
+    print(f"{len(pairs['cxr_id'].unique())} images: mIoU {overall['miou_true_positive']:.3f} (true-positive slice), "
+          f"{overall['miou_full_set']:.3f} (full set); hit rate {overall['hit_rate']:.3f}; "
+          f"tables in {arguments.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

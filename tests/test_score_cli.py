@@ -1,0 +1,101 @@
+"""python -m shamsul_utils.score on pkls written by the project's own export: equal to the plain route."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage
+
+from shamsul_utils import metrics
+from shamsul_utils.chexlocalize import encode_mask, export_heatmap_pkls, export_segmentations
+from shamsul_utils.labels import CHEXLOCALIZE_TASK_NAMES, CLASSES, LOCALIZED_CLASSES
+from shamsul_utils.score import main
+from shamsul_utils.segmentation import heatmap_to_mask
+
+SIZES = [(40, 52), (57, 33), (40, 52)]
+
+
+def _case(tmp_path):
+    rng = np.random.default_rng(0)
+    ids = [f"patient{index:05d}_study1_view1_frontal" for index in range(len(SIZES))]
+    truth = {}
+    for cxr_id, (height, width) in zip(ids, SIZES, strict=True):
+        masks = np.zeros((len(LOCALIZED_CLASSES), height, width), bool)
+        for column in range(0, len(LOCALIZED_CLASSES), 2):  # half the tasks have a mask
+            top, left = rng.integers(0, height // 2), rng.integers(0, width // 2)
+            masks[column, top:top + 12, left:left + 15] = True
+        truth[cxr_id] = masks
+    content = {cxr_id: {CHEXLOCALIZE_TASK_NAMES[name]: encode_mask(masks[column])
+                        for column, name in enumerate(LOCALIZED_CLASSES)} for cxr_id, masks in truth.items()}
+    (tmp_path / "gt.json").write_text(json.dumps(content))
+    heatmaps = ndimage.gaussian_filter(rng.normal(size=(len(ids), len(CLASSES), 16, 16)), sigma=(0, 0, 2, 2))
+    probabilities = rng.random((len(ids), len(CLASSES)))
+    export_heatmap_pkls(tmp_path / "pkls", heatmaps, ids, CLASSES, probabilities, original_sizes=SIZES)
+    return ids, truth, heatmaps.astype(np.float32)
+
+
+@pytest.mark.parametrize("signed", ["raw", "positive"])
+def test_cli_on_exported_pkls_equals_the_plain_route(tmp_path, signed, capsys):
+    ids, truth, heatmaps = _case(tmp_path)
+    code = main(["--heatmaps", str(tmp_path / "pkls"), "--gt", str(tmp_path / "gt.json"),
+                 "--output", str(tmp_path / "out"), "--signed", signed, "--bootstrap", "20"])
+    assert code == 0 and "3 images" in capsys.readouterr().out
+    pairs = pd.read_csv(tmp_path / "out" / "pairs.csv")
+    assert len(pairs) == len(ids) * len(LOCALIZED_CLASSES)
+    localised = [CLASSES.index(name) for name in LOCALIZED_CLASSES]
+    for row, cxr_id in enumerate(ids):
+        maps, masks = heatmaps[row, localised], truth[cxr_id]
+        segmentation = heatmap_to_mask(maps, output_size=masks.shape[-2:], signed=signed)
+        got = pairs[pairs["cxr_id"] == cxr_id]
+        np.testing.assert_array_equal(got["iou"].to_numpy(), metrics.iou(segmentation, masks))
+        np.testing.assert_array_equal(got["hit"].to_numpy(), metrics.pointing_game(maps[None], masks[None])[0])
+        assert (got["scored_height"] == masks.shape[1]).all() and (got["scored_width"] == masks.shape[2]).all()
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    tp = pairs[(pairs["gt_present"] == 1) & (pairs["pred_present"] == 1)].groupby("task")["iou"].mean()
+    per_task = summary.set_index("task")["miou_true_positive"]
+    np.testing.assert_allclose(per_task[tp.index], tp.to_numpy())
+    full_set = pairs[(pairs["gt_present"] == 1) | (pairs["pred_present"] == 1)].fillna({"iou": 0})
+    np.testing.assert_allclose(summary["miou_full_set"].iloc[-1],
+                               full_set.groupby("task")["iou"].mean().mean())
+
+
+def test_cli_on_a_segmentation_json_and_its_one_line_errors(tmp_path, capsys):
+    ids, truth, _ = _case(tmp_path)
+    export_segmentations(tmp_path / "pred.json", [truth[cxr_id] for cxr_id in ids], ids, LOCALIZED_CLASSES)
+    assert main(["--segmentations", str(tmp_path / "pred.json"), "--gt", str(tmp_path / "gt.json"),
+                 "--output", str(tmp_path / "out"), "--bootstrap", "5"]) == 0
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert summary["miou_true_positive"].iloc[-1] == 1.0  # the expert masks scored against themselves
+    (tmp_path / "pkls" / f"{ids[1]}_Edema_map.pkl").unlink()
+    assert main(["--heatmaps", str(tmp_path / "pkls"), "--gt", str(tmp_path / "gt.json"),
+                 "--output", str(tmp_path / "bad")]) == 2
+    assert f"image '{ids[1]}' has no heatmap for 'Edema'" in capsys.readouterr().err
+    content = json.loads((tmp_path / "gt.json").read_text())
+    content["patient99999_study1_view1_frontal"] = content[ids[0]]
+    (tmp_path / "gt2.json").write_text(json.dumps(content))
+    assert main(["--segmentations", str(tmp_path / "pred.json"), "--gt", str(tmp_path / "gt2.json"),
+                 "--output", str(tmp_path / "bad")]) == 2
+    assert "no prediction for image 'patient99999_study1_view1_frontal'" in capsys.readouterr().err
+    wrong = {cxr_id: dict(tasks) for cxr_id, tasks in json.loads((tmp_path / "pred.json").read_text()).items()}
+    wrong[ids[0]]["Edema"] = encode_mask(np.zeros((5, 5), bool))
+    (tmp_path / "wrong.json").write_text(json.dumps(wrong))
+    assert main(["--segmentations", str(tmp_path / "wrong.json"), "--gt", str(tmp_path / "gt.json"),
+                 "--output", str(tmp_path / "bad")]) == 2
+    assert "segmentation is (5, 5), the ground truth's masks are (40, 52)" in capsys.readouterr().err
+
+
+def test_a_pkl_whose_prob_is_the_model_output_vector(tmp_path):
+    import pickle
+
+    import torch
+
+    from shamsul_utils.chexlocalize import import_heatmap_pkls
+
+    probabilities = torch.linspace(0.01, 0.14, len(CLASSES))
+    content = {"map": torch.zeros(1, 1, 4, 4), "prob": probabilities, "task": "Edema", "gt": 1, "cxr_img": None,
+               "cxr_dims": (6, 5)}
+    (tmp_path / "patient00001_study1_view1_frontal_Edema_map.pkl").write_bytes(pickle.dumps(content))
+    entry = import_heatmap_pkls(tmp_path)["patient00001_study1_view1_frontal"]["Edema"]
+    assert entry.probability == pytest.approx(float(probabilities[CLASSES.index("Edema")]))
+    assert entry.size == (5, 6) and entry.label == 1
