@@ -82,7 +82,8 @@ class ModelConfig:
     input_size: int = 224
     pretrained: str = "none"  # "none", "imagenet" (timm hub cache) or a path to a weights file
     drop_rate: float = 0.0
-    # a trained 14-class model to evaluate instead of training one (notebook 02 then only scores it)
+    # a trained model to evaluate instead of training one (notebook 02 then only scores it): a file of
+    # a 14-class model, or "torchxrayvision:<weights>" (e.g. torchxrayvision:densenet121-res224-chex)
     checkpoint: str = ""
 
     @property
@@ -367,9 +368,13 @@ def _validate(profile: Profile, where: str) -> None:
             raise DataError(f"{where}: shortcut.{key} is {getattr(shortcut, key)}; expected a probability in [0, 1]")
     if set(shortcut.sizes) != {"train", "valid", "test"} or min(shortcut.sizes.values()) < 1:
         raise DataError(f"{where}: shortcut.sizes needs positive train, valid and test counts, got {shortcut.sizes}")
+    if profile.model.checkpoint.startswith("torchxrayvision:"):
+        if profile.model.architecture != "densenet121" or profile.model.input_size != 224:
+            raise DataError(f"{where}: model.checkpoint {profile.model.checkpoint} is a DenseNet121 at 224 px; "
+                            "set model.architecture: densenet121 and model.input_size: 224")
+    elif profile.model.checkpoint and not profile.model.checkpoint_path.is_file():
+        raise DataError(f"{where}: model.checkpoint {profile.model.checkpoint_path} not found")
     if profile.model.checkpoint:
-        if not profile.model.checkpoint_path.is_file():
-            raise DataError(f"{where}: model.checkpoint {profile.model.checkpoint_path} not found")
         if profile.training.extra_seeds:
             raise DataError(f"{where}: model.checkpoint evaluates one given model; training.extra_seeds must be []")
     if profile.data.source == "chexpert" and not profile.data.root:

@@ -75,6 +75,12 @@ def score_method(method: str, explanation: ExplanationSet, heatmaps: np.ndarray,
     probabilities = explanation.probabilities[:, localised_indices()] if probability_cutoff is not None else None
     scores = scoring.score_images(maps, explanation.masks, signed=signed, probabilities=probabilities,
                                   probability_cutoff=probability_cutoff)
+    # a class the model does not predict (NaN probabilities) is not scored: no pair of it counts
+    missing = np.isnan(explanation.probabilities[:, localised_indices()]).all(axis=0) if len(explanation) else []
+    if np.any(missing):
+        for values in (scores.iou, scores.hits, scores.hits_tie_aware):
+            values[:, missing] = np.nan
+        scores.gt_present[:, missing] = scores.pred_present[:, missing] = False
     return Localisation(method=method, iou=scores.iou, gt_present=scores.gt_present,
                         pred_present=scores.pred_present, hits=scores.hits, hits_tie_aware=scores.hits_tie_aware,
                         maps=maps, sizes=list(explanation.masks.sizes), signed=signed,

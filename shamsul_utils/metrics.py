@@ -410,7 +410,9 @@ def auroc_auprc(
         One row per class, then a row ``"weighted average"``; columns class, positives, auroc,
         auroc_low, auroc_high, auprc, auprc_low, auprc_high, skipped_resamples, excluded.
         A class without positives or without negatives gets NaN scores and
-        ``excluded="no positives"`` / ``"no negatives"``; it is left out of the averages. The
+        ``excluded="no positives"`` / ``"no negatives"``; a class whose probabilities are all NaN
+        (a model without that output, e.g. torchxrayvision's) gets ``"not predicted by the
+        model"``; all are left out of the averages. The
         averages equal sklearn's ``average="weighted"`` (weights = number of positives) on the
         kept classes. Point estimates are sklearn's ``roc_auc_score`` and
         ``average_precision_score``; resamples use exact vectorised equivalents. A resample in
@@ -424,7 +426,10 @@ def auroc_auprc(
     count, classes = y.shape
     names = list(class_names) if class_names is not None else [str(i) for i in range(classes)]
     positives = y.sum(axis=0)
-    kept = (positives > 0) & (positives < count)
+    missing = np.isnan(p).all(axis=0) if count else np.zeros(classes, bool)  # a class the model does not predict
+    if np.isnan(p[:, ~missing]).any():
+        raise ValueError("probabilities hold NaN for some images of a class (a class is either predicted or not)")
+    kept = (positives > 0) & (positives < count) & ~missing
     indices = _indices(count, n_resamples, seed)
     point = np.full((2, classes), np.nan)
     samples = np.full((2, n_resamples, classes), np.nan)
@@ -458,7 +463,8 @@ def auroc_auprc(
             "auprc_low": low[1][0],
             "auprc_high": low[1][1],
             "skipped_resamples": skipped,
-            "excluded": np.where(kept, "", np.where(positives == 0, "no positives", "no negatives")),
+            "excluded": np.where(kept, "", np.where(missing, "not predicted by the model",
+                                                    np.where(positives == 0, "no positives", "no negatives"))),
         }
     )
     table.loc[len(table)] = [

@@ -29,6 +29,11 @@ __all__ = [
     "load_checkpoint",
     "read_weights",
     "load_model_checkpoint",
+    "TORCHXRAYVISION",
+    "GrayInput",
+    "from_torchxrayvision",
+    "load_torchxrayvision",
+    "load_given_model",
     "load_trained_model",
 ]
 
@@ -328,17 +333,150 @@ def load_model_checkpoint(path, model: nn.Module, *, architecture: str = "densen
     return f"trained model from {Path(path).name} ({order})"
 
 
+# ``model.checkpoint: torchxrayvision:<weights>`` takes a pretrained model of torchxrayvision.
+TORCHXRAYVISION = "torchxrayvision:"
+_TORCHXRAYVISION_NAMES = {"Effusion": "Pleural Effusion"}  # its names that differ from CheXpert's
+
+
+class GrayInput(nn.Module):
+    """Channel 0 of this project's input (ImageNet-normalised, 3 equal channels), padded with the
+    value that the folded first convolution maps to the original network's zero padding."""
+
+    def __init__(self, padding: int, value: float):
+        super().__init__()
+        self.padding, self.value = padding, value
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return nn.functional.pad(images[:, :1], (self.padding,) * 4, value=self.value)
+
+
+def from_torchxrayvision(network: nn.Module, labels, *, source: str = "torchxrayvision") -> nn.Module:
+    """A torchxrayvision DenseNet121 as this project's model: a timm DenseNet121 that takes this
+    project's input and returns the 14 CheXpert logits.
+
+    Parameters
+    ----------
+    network : torchxrayvision.models.DenseNet
+        With or without pretrained weights (Cohen et al. 2022, torchxrayvision).
+    labels : sequence of str
+        Its output names (``""`` for outputs it was not trained on).
+    source : str
+        Named in error messages.
+
+    Returns
+    -------
+    torch.nn.Module
+        timm's ``densenet121`` (one input channel) with ``network``'s weights, so that Grad-CAM's
+        target layer and the LRP canonizer apply unchanged, and:
+
+        * **input scaling folded into the first convolution.** torchxrayvision expects one channel
+          scaled to [-1024, 1024] (``v = 2048 g - 1024`` for a gray value ``g`` in [0, 1]); this
+          project feeds ImageNet-normalised channels ``x = (g - m) / s``, so ``v = a x + b`` with
+          ``a = 2048 s`` and ``b = 2048 m - 1024`` on channel 0, and ``conv0(v) = conv(a W, x') +
+          b sum(W)`` where ``x'`` is ``x`` padded with ``-b / a`` (which the affine map sends to the
+          original's zero padding). The function is the same (to float rounding; tested against
+          torchxrayvision's own forward). LIME's hide colour and SHAP's fill are values of this
+          project's input, which the folded layer maps exactly onto torchxrayvision's scale, and
+          LRP's z^B bounds come from ``model.first_layer_space`` (the first convolution's input
+          is channel 0 of the ImageNet-normalised image).
+        * **outputs by name.** The head keeps the rows of the classes CheXpert names
+          (torchxrayvision's "Effusion" is "Pleural Effusion"); a class the network lacks gets a
+          zero row and is listed in ``model.missing_classes``: its predictions are reported as
+          NaN and its pairs are not scored, never filled in.
+        * torchxrayvision's ``op_threshs`` calibration is not applied: probabilities are the
+          sigmoid of the logits, as for every model here (per-class AUROC is unchanged by it).
+    """
+    from collections import OrderedDict
+
+    import timm
+
+    from .errors import DataError
+
+    names = [_TORCHXRAYVISION_NAMES.get(name, name) for name in labels]
+    state = {key: value for key, value in network.state_dict().items() if key != "op_threshs"}
+    if state["classifier.weight"].shape[0] != len(names):
+        raise DataError(f"{source}: {state['classifier.weight'].shape[0]} outputs but {len(names)} names")
+    model = timm.create_model("densenet121", pretrained=False, in_chans=1, num_classes=len(names))
+    model.load_state_dict(state)
+    conv = model.features.conv0
+    scale = 2048.0 * IMAGENET_STD[0]
+    shift = 2048.0 * IMAGENET_MEAN[0] - 1024.0
+    folded = nn.Conv2d(1, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=0, bias=True)
+    with torch.no_grad():
+        folded.weight.copy_(conv.weight * scale)
+        folded.bias.copy_(conv.weight.sum(dim=(1, 2, 3)) * shift)
+    children = [("gray", GrayInput(conv.padding[0], -shift / scale)), ("conv0", folded)]
+    children += [(name, module) for name, module in model.features.named_children() if name != "conv0"]
+    model.features = nn.Sequential(OrderedDict(children))
+    head = nn.Linear(model.classifier.in_features, len(CLASSES))
+    missing = []
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+        for index, name in enumerate(CLASSES):
+            if name in names:
+                head.weight[index] = model.classifier.weight[names.index(name)]
+                head.bias[index] = model.classifier.bias[names.index(name)]
+            else:
+                missing.append(name)
+    model.classifier = head
+    model.num_classes = len(CLASSES)  # timm's attribute, read by the explainers' class checks
+    model.missing_classes = tuple(missing)
+    model.first_layer_space = ((IMAGENET_MEAN[0],), (IMAGENET_STD[0],))
+    return model.eval()
+
+
+def load_torchxrayvision(weights: str) -> tuple[nn.Module, str]:
+    """torchxrayvision's pretrained ``weights`` (e.g. ``densenet121-res224-chex``, trained on CheXpert),
+    fetched by torchxrayvision into its cache (``~/.torchxrayvision``), as :func:`from_torchxrayvision`.
+
+    Offline, with the weights not cached, it fails in seconds with one line.
+    """
+    import os
+
+    from .errors import DataError
+
+    try:
+        import torchxrayvision as xrv
+    except ImportError:
+        raise DataError("torchxrayvision is not installed; run make setup (it is in requirements.lock)") from None
+    if weights not in xrv.models.model_urls or not weights.startswith("densenet121"):
+        choices = sorted(name for name in xrv.models.model_urls if name.startswith("densenet121"))
+        raise DataError(f"model.checkpoint: torchxrayvision has no DenseNet121 weights {weights!r}; "
+                        f"choose one of {', '.join(choices)}")
+    url = xrv.models.model_urls[weights]["weights_url"]
+    cached = os.path.join(os.path.expanduser(xrv.utils.get_cache_dir()), os.path.basename(url))
+    if not os.path.isfile(cached) and not hub_reachable("github.com"):
+        raise DataError(f"torchxrayvision weights {weights} are not in {cached} and github.com is not reachable "
+                        f"(offline?): download {url} to that path on a machine with network")
+    try:
+        network = xrv.models.DenseNet(weights=weights)
+    except Exception as error:  # noqa: BLE001 - download and unpickling failures alike
+        raise DataError(f"torchxrayvision weights {weights} could not be loaded ({error.__class__.__name__})") from None
+    model = from_torchxrayvision(network, xrv.models.model_urls[weights]["labels"], source=weights)
+    found = len(CLASSES) - len(model.missing_classes)
+    return model, (f"torchxrayvision {weights} ({found} of the 14 classes; not predicted: "
+                   f"{', '.join(model.missing_classes) or 'none'})")
+
+
+def load_given_model(profile) -> tuple[nn.Module, str]:
+    """The model of ``model.checkpoint`` (a file, or ``torchxrayvision:<weights>``) and a description."""
+    if profile.model.checkpoint.startswith(TORCHXRAYVISION):
+        return load_torchxrayvision(profile.model.checkpoint[len(TORCHXRAYVISION):])
+    model = model_from_profile(profile)
+    return model, load_model_checkpoint(profile.model.checkpoint_path, model, architecture=profile.model.architecture)
+
+
 def load_trained_model(profile, *, device: torch.device | None = None) -> tuple[nn.Module, dict]:
     """The selected (best-validation) model of a profile, in eval mode, and its checkpoint metadata.
 
     The model is in ``channels_last`` memory format, which every explainer accepts unchanged.
     """
-    model = model_from_profile(profile)
     if profile.model.checkpoint:
-        description = load_model_checkpoint(profile.model.checkpoint_path, model,
-                                             architecture=profile.model.architecture)
+        model, description = load_given_model(profile)
         checkpoint = {"weights": description, "epoch": None}
     else:
+        model = model_from_profile(profile)
         checkpoint = load_checkpoint(profile.paths.checkpoints / "best.pt")
         model.load_state_dict(checkpoint["model"])
     model.eval().to(device or resolve_device(profile.device))

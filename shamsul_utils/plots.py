@@ -303,14 +303,15 @@ def performance_figure(table, images: int, *, title: str = "Test performance per
 
 def roc_figure(labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str], *,
                title: str = "ROC curves on the test split"):
-    """One ROC curve per class that has positives and negatives."""
+    """One ROC curve per class that has positives and negatives (and is predicted: a model without a
+    class has NaN probabilities for it)."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
     figure, axis = plt.subplots(figsize=(5.2, 5))
     colours = plt.get_cmap("tab20").colors
     for index, name in enumerate(class_names):
         column = labels[:, index]
-        if 0 < column.sum() < len(column):
+        if 0 < column.sum() < len(column) and not np.isnan(probabilities[:, index]).any():
             false_positive, true_positive, _ = roc_curve(column, probabilities[:, index])
             axis.plot(false_positive, true_positive, color=colours[index % 20], linewidth=1,
                       label=f"{name} ({roc_auc_score(column, probabilities[:, index]):.2f})")

@@ -4,7 +4,8 @@
 (``heatmap_to_segmentation.py`` followed by ``eval.py``), for files in CheXlocalize's formats:
 
 * predictions: a folder of heatmap pickles ``<cxr_id>_<Task>_map.pkl`` (CheXlocalize's, or this
-  project's :func:`shamsul_utils.chexlocalize.export_heatmap_pkls`), or a segmentation JSON;
+  project's :func:`shamsul_utils.chexlocalize.export_heatmap_pkls`), this project's heatmap cache
+  of one method (``--store``), or a segmentation JSON;
 * ground truth: CheXlocalize's segmentation JSON (``gt_segmentations_val.json``).
 
 Each heatmap is resized to its image's original size (the ground truth's), segmented with Otsu
@@ -43,7 +44,7 @@ from .files import write_table
 from .labels import CHEXLOCALIZE_TASK_NAMES, LOCALIZED_CLASSES
 from .scoring import score_image
 
-__all__ = ["score_heatmaps", "score_segmentations", "summarise", "main"]
+__all__ = ["score_heatmaps", "score_store", "score_segmentations", "summarise", "main"]
 
 _COLUMNS = ("iou", "gt_present", "pred_present", "hit", "hit_tie_aware")
 
@@ -104,6 +105,35 @@ def score_heatmaps(folder, ground_truth_path, *, signed: str = "positive",
     return pd.concat(tables, ignore_index=True)
 
 
+def score_store(folder, ground_truth_path, *, signed: str = "positive") -> pd.DataFrame:
+    """Per-pair scores of one method's heatmap cache of this project
+    (``runs/<profile>/heatmaps/<method>/<key>/``: one ``<cxr_id>.npz`` of 14 maps per image).
+
+    The cache keeps no image sizes: each map is scored at its ground-truth masks' size, which is
+    the original image's size (what CheXlocalize's ``cxr_dims`` holds).
+    """
+    from .labels import CLASSES
+
+    folder = Path(folder)
+    files = {path.stem: path for path in sorted(folder.glob("*.npz"))}
+    if not files:
+        raise DataError(f"{folder}: no <cxr_id>.npz heatmaps (a folder runs/<profile>/heatmaps/<method>/<key>/)")
+    ground_truth = read_segmentations(ground_truth_path)
+    localised = [CLASSES.index(name) for name in LOCALIZED_CLASSES]
+    tables = []
+    for cxr_id in _check_ids(files, ground_truth, str(folder)):
+        try:
+            with np.load(files[cxr_id]) as content:
+                maps = content["heatmap"]
+        except (OSError, KeyError, ValueError, EOFError) as error:
+            raise DataError(f"{files[cxr_id]}: not a heatmap file of this project ({type(error).__name__})") from None
+        if maps.ndim != 3 or len(maps) != len(CLASSES):
+            raise DataError(f"{files[cxr_id]}: maps of shape {maps.shape}; expected ({len(CLASSES)}, h, w)")
+        truth, size = _ground_truth(ground_truth, cxr_id)
+        tables.append(_rows(cxr_id, size, np.stack(score_image(maps[localised], truth, signed=signed))))
+    return pd.concat(tables, ignore_index=True)
+
+
 def score_segmentations(path, ground_truth_path) -> pd.DataFrame:
     """Per-pair IoU of a segmentation JSON (no maps, so no pointing game: hit columns are NaN)."""
     predicted = read_segmentations(path)
@@ -157,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--heatmaps", type=Path, help="folder of <cxr_id>_<Task>_map.pkl heatmap pickles")
     source.add_argument("--segmentations", type=Path, help="segmentation JSON in CheXlocalize's format")
+    source.add_argument("--store", type=Path,
+                        help="this project's heatmap cache of one method: runs/<profile>/heatmaps/<method>/<key>")
     parser.add_argument("--gt", type=Path, required=True, help="ground-truth segmentation JSON (CheXlocalize)")
     parser.add_argument("--output", type=Path, required=True, help="folder for pairs.csv and summary.csv")
     parser.add_argument("--signed", choices=("positive", "absolute", "raw"), default="positive",
@@ -174,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         if arguments.heatmaps is not None:
             pairs = score_heatmaps(arguments.heatmaps, arguments.gt, signed=arguments.signed,
                                    probability_cutoff=arguments.probability_cutoff)
+        elif arguments.store is not None:
+            if arguments.probability_cutoff is not None:
+                parser.error("--probability-cutoff needs probabilities: the store has none (use --heatmaps)")
+            pairs = score_store(arguments.store, arguments.gt, signed=arguments.signed)
         else:
             pairs = score_segmentations(arguments.segmentations, arguments.gt)
         summary = summarise(pairs, n_resamples=arguments.bootstrap, seed=arguments.seed, interval=arguments.ci)

@@ -64,11 +64,13 @@ def training_fingerprint(profile: Profile) -> str:
 
 
 def mean_auroc(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    """Unweighted mean AUROC over the classes that have both positives and negatives."""
+    """Unweighted mean AUROC over the classes that have both positives and negatives and that the
+    model predicts (a class it lacks has NaN probabilities)."""
     from sklearn.metrics import roc_auc_score
 
     scores = [roc_auc_score(labels[:, index], probabilities[:, index])
-              for index in range(labels.shape[1]) if 0 < labels[:, index].sum() < len(labels)]
+              for index in range(labels.shape[1])
+              if 0 < labels[:, index].sum() < len(labels) and not np.isnan(probabilities[:, index]).any()]
     return float(np.mean(scores)) if scores else float("nan")
 
 
@@ -132,10 +134,9 @@ def train(profile: Profile, *, progress: bool = True, max_epochs_this_call: int 
     """
     started = time.perf_counter()
     if profile.model.checkpoint:  # a model the user already has: check that it loads, train nothing
-        from .models import load_model_checkpoint
+        from .models import load_given_model
 
-        weights = load_model_checkpoint(profile.model.checkpoint_path, model_from_profile(profile),
-                                        architecture=profile.model.architecture)
+        weights = load_given_model(profile)[1]
         return TrainingResult(pd.DataFrame(columns=["epoch", "train_loss", "valid_loss", "valid_mean_auroc"]), 0,
                               time.perf_counter() - started, _rss_gb(), weights, False, trained=False)
     folder = profile.paths.checkpoints
@@ -243,7 +244,8 @@ def predict_split(profile: Profile, model: nn.Module, split, *, batch_size: int 
     """Probabilities for every image of a split, saved to ``runs/<profile>/predictions/<split>.csv``.
 
     Returns a table with ``cxr_id``, the 14 labels (``label: <class>``) and the 14 probabilities
-    (``<class>``), the format later notebooks read with :func:`load_predictions`.
+    (``<class>``), the format later notebooks read with :func:`load_predictions`. A class the model
+    does not predict (its ``missing_classes``) has NaN probabilities.
     """
     from .files import atomic_write_text
 
@@ -251,6 +253,8 @@ def predict_split(profile: Profile, model: nn.Module, split, *, batch_size: int 
     loader = _loader(ImageDataset(split.table, profile.model.input_size), batch_size, shuffle_seed=None,
                      num_workers=profile.training.num_workers)
     probabilities = predict(model, loader, device)
+    for name in getattr(model, "missing_classes", ()):  # outputs the model does not have: NaN, never a guess
+        probabilities[:, CLASSES.index(name)] = np.nan
     table = pd.DataFrame({"cxr_id": split.table["cxr_id"]})
     for index, name in enumerate(CLASSES):
         table[f"label: {name}"] = split.labels[:, index]

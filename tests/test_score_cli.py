@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy import ndimage
 
 from shamsul_utils import metrics
@@ -99,3 +100,15 @@ def test_a_pkl_whose_prob_is_the_model_output_vector(tmp_path):
     entry = import_heatmap_pkls(tmp_path)["patient00001_study1_view1_frontal"]["Edema"]
     assert entry.probability == pytest.approx(float(probabilities[CLASSES.index("Edema")]))
     assert entry.size == (5, 6) and entry.label == 1
+
+
+def test_cli_on_this_projects_heatmap_store_equals_the_pkls(tmp_path):
+    from shamsul_utils.store import HeatmapStore
+
+    ids, _, heatmaps = _case(tmp_path)
+    store = HeatmapStore(tmp_path / "heatmaps", "gradcam", {}, "model", code="test")
+    store.compute(ids, torch.from_numpy(heatmaps), lambda images: images.numpy(), chunk=2, progress=False)
+    common = ["--gt", str(tmp_path / "gt.json"), "--bootstrap", "5", "--signed", "raw"]
+    assert main(["--store", str(store.folder), "--output", str(tmp_path / "a"), *common]) == 0
+    assert main(["--heatmaps", str(tmp_path / "pkls"), "--output", str(tmp_path / "b"), *common]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a" / "pairs.csv"), pd.read_csv(tmp_path / "b" / "pairs.csv"))

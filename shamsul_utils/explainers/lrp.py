@@ -402,7 +402,8 @@ def make_composite(
     canonize : bool
         Apply :class:`DenseNetCanonizer` (needs a timm DenseNet).
     mean, std : sequence of float
-        The input normalisation; the z^B bounds are ``(0 - mean) / std`` and ``(1 - mean) / std``.
+        The normalisation of the first convolution's input (3 channels, or 1); the z^B bounds are
+        ``(0 - mean) / std`` and ``(1 - mean) / std``.
     """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
@@ -415,8 +416,8 @@ def make_composite(
         raise ValueError(f"shift must be one of {SHIFT_RULES}, got {shift!r}")
     if ignore_bias and shift != "pass":
         raise ValueError("ignore_bias leaves every bias out, so the BatchNorm shifts pass: use shift='pass'")
-    if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
-        raise ValueError(f"mean and std must have 3 values with std > 0, got {tuple(mean)}, {tuple(std)}")
+    if len(mean) != len(std) or len(mean) not in (1, 3) or any(s <= 0 for s in std):
+        raise ValueError(f"mean and std must have 3 (or 1) values with std > 0, got {tuple(mean)}, {tuple(std)}")
     zero = {"zero_params": ["bias"]} if ignore_bias else {}
     if rule == "z":
         main: list = [((Convolution, nn.Linear), Epsilon(epsilon=stabilizer, **zero))]
@@ -439,8 +440,8 @@ def make_composite(
     if first_layer == "same":
         return LayerMapComposite(layer_map=layer_map, canonizers=canonizers)
     if first_layer == "zbox":
-        m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-        s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         first = ZBox(low=(0.0 - m) / s, high=(1.0 - m) / s, stabilizer=stabilizer, **zero)
     elif first_layer == "flat":
         first = Flat(stabilizer=stabilizer, **zero)
@@ -829,7 +830,10 @@ def explain(
         Images x classes per pass (``batch_size // len(classes)`` images at a time, at least
         one; classes are split when there are more than ``batch_size``).
     first_layer, epsilon, stabilizer, ignore_bias, shift, canonize, mean, std
-        See :func:`make_composite`.
+        See :func:`make_composite`. A model with a ``first_layer_space`` attribute (``(mean, std)``
+        of its first convolution's input, e.g. a torchxrayvision model whose input scaling is
+        folded into that layer, :func:`shamsul_utils.models.from_torchxrayvision`) overrides
+        ``mean`` and ``std``.
     output_relevance : {"logit", "one"}
         Relevance put on the explained output: its logit ``f_c(x)`` (Bach et al. 2015; the
         map then sums to about the logit) or 1 (zennit's one-hot default).
@@ -879,8 +883,8 @@ def explain(
         ignore_bias=ignore_bias,
         shift=shift,
         canonize=canonize,
-        mean=mean,
-        std=std,
+        mean=getattr(model, "first_layer_space", (mean, std))[0],
+        std=getattr(model, "first_layer_space", (mean, std))[1],
     )
     device, dtype = model_device(model), model_dtype(model)
     n = images.shape[0]
