@@ -300,13 +300,31 @@ def _probability(value, name: str, path: Path) -> float:
     raise DataError(f"{path}: prob/gt has {flat.size} values; expected one, or {len(CLASSES)} in CheXpert's order")
 
 
-class _CPUUnpickler(pickle.Unpickler):
-    """Loads tensors saved on a GPU onto the CPU (as CheXlocalize's ``CPU_Unpickler``)."""
+def _storage_from_bytes(data: bytes):
+    """A tensor storage pickled inside a heatmap pkl, read with ``weights_only=True`` onto the CPU."""
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+# What a CheXlocalize heatmap pickle may name: tensors, numpy arrays and scalars, plain containers.
+_PKL_GLOBALS = {
+    ("torch._utils", "_rebuild_tensor"), ("torch._utils", "_rebuild_tensor_v2"),
+    ("collections", "OrderedDict"),
+    ("numpy", "dtype"), ("numpy", "ndarray"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+}
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Unpickles only tensors, numpy arrays and plain containers (no code from the file runs);
+    tensors saved on a GPU load onto the CPU (as CheXlocalize's ``CPU_Unpickler``)."""
 
     def find_class(self, module, name):
-        if module == "torch.storage" and name == "_load_from_bytes":
-            return lambda data: torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
-        return super().find_class(module, name)
+        if (module, name) == ("torch.storage", "_load_from_bytes"):
+            return _storage_from_bytes
+        if (module, name) in _PKL_GLOBALS or (module == "torch" and name.endswith("Storage")):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it names {module}.{name}, which a heatmap pickle does not need; not loaded")
 
 
 def import_heatmap_pkls(folder: str | os.PathLike) -> dict[str, dict[str, HeatmapEntry]]:
@@ -318,7 +336,9 @@ def import_heatmap_pkls(folder: str | os.PathLike) -> dict[str, dict[str, Heatma
 
     Notes
     -----
-    Unpickling runs code from the file: read only heatmaps you or CheXlocalize made.
+    Read through a restricted unpickler: tensors, numpy arrays and scalars, and plain containers
+    only (nested tensor storages with ``torch.load(weights_only=True)``); a pickle that names
+    anything else is refused with one line, before any of it runs.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -334,7 +354,7 @@ def import_heatmap_pkls(folder: str | os.PathLike) -> dict[str, dict[str, Heatma
             raise DataError(f"{path}: unknown task {task!r}")
         try:
             with open(path, "rb") as handle:
-                content = _CPUUnpickler(handle).load()
+                content = _SafeUnpickler(handle).load()
         except Exception as error:  # noqa: BLE001 - any unpickling failure is a bad file
             raise DataError(
                 f"{path}: not a readable heatmap pickle ({type(error).__name__}: {error})"

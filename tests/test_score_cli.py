@@ -112,3 +112,22 @@ def test_cli_on_this_projects_heatmap_store_equals_the_pkls(tmp_path):
     assert main(["--store", str(store.folder), "--output", str(tmp_path / "a"), *common]) == 0
     assert main(["--heatmaps", str(tmp_path / "pkls"), "--output", str(tmp_path / "b"), *common]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a" / "pairs.csv"), pd.read_csv(tmp_path / "b" / "pairs.csv"))
+
+
+def test_a_pkl_that_would_run_code_is_refused(tmp_path):
+    import pickle
+
+    from shamsul_utils.chexlocalize import import_heatmap_pkls
+    from shamsul_utils.errors import DataError
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    content = {"map": torch.zeros(1, 1, 4, 4), "prob": Payload(), "task": "Edema", "cxr_dims": (6, 5)}
+    (tmp_path / "patient00001_study1_view1_frontal_Edema_map.pkl").write_bytes(pickle.dumps(content))
+    with pytest.raises(DataError, match=r"not a readable heatmap pickle .*names io.open"):
+        import_heatmap_pkls(tmp_path)
+    assert not marker.exists()
