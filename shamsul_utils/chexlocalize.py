@@ -307,7 +307,7 @@ def _storage_from_bytes(data: bytes):
 
 # What a CheXlocalize heatmap pickle may name: tensors, numpy arrays and scalars, plain containers.
 _PKL_GLOBALS = {
-    ("torch._utils", "_rebuild_tensor"), ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_tensor"), ("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_parameter"),
     ("collections", "OrderedDict"),
     ("numpy", "dtype"), ("numpy", "ndarray"),
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),

@@ -286,11 +286,12 @@ def image_size(path: str | Path) -> tuple[int, int]:
 def same_picture(image_shape: tuple[int, int], mask_shape: tuple[int, int]) -> bool:
     """Whether an image of ``image_shape`` is the picture whose masks are ``mask_shape``: the same
     size, or a copy downscaled with the aspect ratio kept (each side within 1 px of the
-    original's side times the scale), as CheXpert-v1.0-small's JPEGs are of the originals."""
+    original's side times the scale, and at least 8 px a side), as CheXpert-v1.0-small's JPEGs are of
+    the originals."""
     if tuple(image_shape) == tuple(mask_shape):
         return True
     (height, width), (mask_height, mask_width) = image_shape, mask_shape
-    if height > mask_height or width > mask_width or min(height, width) < 1:
+    if height > mask_height or width > mask_width or min(height, width) < 8:
         return False
     if height / mask_height <= width / mask_width:
         return abs(mask_width * height / mask_height - width) <= 1
@@ -409,8 +410,11 @@ class ExpertMasks:
                 if rle is None:
                     row.append(0.0)
                     continue
-                counts = rle["counts"].encode("ascii") if isinstance(rle["counts"], str) else rle["counts"]
-                row.append(float(coco_mask.area({"size": list(shape), "counts": counts})) / pixels)
+                try:
+                    counts = rle["counts"].encode("ascii") if isinstance(rle["counts"], str) else rle["counts"]
+                    row.append(float(coco_mask.area({"size": list(shape), "counts": counts})) / pixels)
+                except (KeyError, TypeError, ValueError, UnicodeEncodeError) as error:
+                    raise DataError(f"{cxr_id}/{name}: not a COCO RLE entry ({type(error).__name__})") from None
             sizes.append(shape)
             areas.append(row)
             self._entries.append(entry)

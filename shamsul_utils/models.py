@@ -272,8 +272,7 @@ def read_weights(path) -> tuple[dict[str, torch.Tensor], list[str] | None]:
             break
         state = {key.split(".", 1)[1]: value for key, value in state.items()}
     legacy = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
-    state = {legacy.sub(lambda match: match.group(1) + match.group(2).replace(".", "", 1), key): value
-             for key, value in state.items()}
+    state = {legacy.sub(lambda match: match.group(1) + match.group(2), key): value for key, value in state.items()}
     state = {key.replace("classifier.0.", "classifier.", 1) if key.startswith("classifier.0.") else key: value
              for key, value in state.items()}
     return state, classes
@@ -323,12 +322,13 @@ def load_model_checkpoint(path, model: nn.Module, *, architecture: str = "densen
         if key in expected and tuple(expected[key].shape) != tuple(value.shape):
             raise DataError(f"{path}: {key} has shape {tuple(value.shape)}, {architecture} needs "
                             f"{tuple(expected[key].shape)}")
-    missing, unexpected = (sorted(set(expected) - set(state)), sorted(set(state) - set(expected)))
+    missing = sorted(key for key in set(expected) - set(state) if not key.endswith("num_batches_tracked"))
+    unexpected = sorted(set(state) - set(expected))  # (old files lack BN counters; load_state_dict keeps ours)
     if missing or unexpected:
         raise DataError(f"{path}: does not fit {architecture}: {len(missing)} missing weight(s)"
                         f"{' (e.g. ' + missing[0] + ')' if missing else ''}, {len(unexpected)} unexpected"
                         f"{' (e.g. ' + unexpected[0] + ')' if unexpected else ''}")
-    model.load_state_dict(state)
+    model.load_state_dict(state, strict=False)  # only BN counters may be absent (checked above)
     order = "classes mapped by name" if classes is not None else "head taken in CheXpert's class order"
     return f"trained model from {Path(path).name} ({order})"
 

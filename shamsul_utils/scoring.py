@@ -87,12 +87,12 @@ def score_image(heatmaps, truth, *, signed: str = "positive", probabilities=None
     scores = np.full((5, count), np.nan)
     segmentations = np.zeros((count, *size), dtype=bool) if keep_segmentations else None
     for index in range(count):
-        heatmap, expert = maps[index], truth[index]
+        heatmap, expert = np.ascontiguousarray(maps[index], dtype=np.float32), truth[index]
         expert_pixels = np.count_nonzero(expert)
-        if not np.isfinite(heatmap).all():
+        if not np.isfinite(heatmap).all():  # checked in float32, where the plain route computes too
             segmentation, first, fraction = _score_plain(heatmap, expert, signed)
         else:
-            resized = torch.from_numpy(np.ascontiguousarray(heatmap, dtype=np.float32))
+            resized = torch.from_numpy(heatmap)
             if tuple(resized.shape) != tuple(size):
                 resized = F.interpolate(resized[None, None], size=tuple(size), mode="bilinear",
                                         align_corners=False)[0, 0]

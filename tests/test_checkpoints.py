@@ -102,3 +102,24 @@ def test_imagenet_weights_offline_fail_in_seconds(tmp_path, monkeypatch):
         models.load_pretrained(build_model("densenet121"), "imagenet")
     assert time.perf_counter() - started < 10
     assert constants.HF_HUB_OFFLINE == before  # the hub's own setting is restored
+
+
+def test_old_torchvision_names_without_batchnorm_counters(tmp_path):
+    """A CheXNet-era file: ``module.densenet121.`` prefix, ``norm.1``-style names, a Sequential head
+    (``classifier.0``) and no ``num_batches_tracked`` counters."""
+    import re
+
+    model = _trained()
+    old = {}
+    for key, value in model.state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        key = re.sub(r"(denselayer\d+\.(?:norm|relu|conv))([12])\.", r"\1.\2.", key)
+        key = key.replace("classifier.", "classifier.0.")
+        old[f"module.densenet121.{key}"] = value
+    assert any(".norm.1.weight" in key for key in old)
+    torch.save({"state_dict": old}, tmp_path / "chexnet.pth.tar")
+    loaded = _fresh()
+    load_model_checkpoint(tmp_path / "chexnet.pth.tar", loaded, architecture="densenet_small")
+    with torch.no_grad():
+        torch.testing.assert_close(_outputs(loaded), _outputs(model), rtol=0, atol=0)

@@ -63,12 +63,14 @@ def test_non_finite_maps_take_the_plain_route():
     maps[1, 4:, :] = 3.0
     truth = np.zeros((2, 16, 16), bool)
     truth[:, 8:, :] = True
+    huge = np.random.default_rng(3).random((2, 8, 8)) * 1e39  # finite in float64, inf in float32
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        ours = score_image(maps, truth, signed="positive")
-        plain = _plain(maps, truth, "positive")
-    for got, expected in zip(ours, plain[:5], strict=True):
-        np.testing.assert_array_equal(got, expected)
+        for case in (maps, huge):
+            ours = score_image(case, truth, signed="positive")
+            plain = _plain(case, truth, "positive")
+            for got, expected in zip(ours, plain[:5], strict=True):
+                np.testing.assert_array_equal(got, expected)
 
 
 def test_images_of_different_sizes_are_scored_each_at_its_own():
