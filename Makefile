@@ -10,7 +10,7 @@ export MPLCONFIGDIR := $(CURDIR)
 export PYTHONHASHSEED := 0
 
 .DEFAULT_GOAL := help
-.PHONY: help setup reproduce smoke test lint clean workshop benchmark
+.PHONY: help setup reproduce smoke test lint clean distclean workshop benchmark
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,8 +35,8 @@ smoke: setup ## run the whole chain on the tiny smoke profile (a few minutes)
 test: setup ## run the test suite (unit, reference cross-checks, end-to-end smoke chain)
 	$(PY) -m pytest -q
 
-lint: setup ## ruff on the code, and source notebooks free of outputs
-	$(VENV)/bin/ruff check shamsul_utils tests benchmarks
+lint: setup ## ruff on the code and the notebooks' code cells, and source notebooks free of outputs
+	$(VENV)/bin/ruff check shamsul_utils tests benchmarks notebooks
 	$(PY) -m pytest -q tests/test_notebooks.py -k "outputs or parameters"
 
 benchmark: setup ## time the explainers against the forward floor and the reference libraries
@@ -45,5 +45,11 @@ benchmark: setup ## time the explainers against the forward floor and the refere
 workshop: setup ## write participant copies of the workshop notebooks (solutions removed) to workshop/
 	$(PY) -m shamsul_utils.workshop
 
-clean: ## remove run artefacts (runs/), keeping .venv and the committed figures
-	rm -rf runs
+RUNS := $(if $(SHAMSUL_RUNS),$(SHAMSUL_RUNS),runs)
+
+clean: ## remove PROFILE's tables, figures and executed notebooks (keeps data, checkpoints, heatmap caches)
+	rm -rf "$(RUNS)/$(PROFILE)/tables" "$(RUNS)/$(PROFILE)/figures" "$(RUNS)/$(PROFILE)/notebooks" \
+	  "$(RUNS)/$(PROFILE)/predictions" "$(RUNS)/$(PROFILE)/chain_timings.csv"
+
+distclean: ## remove everything under runs/ (or $$SHAMSUL_RUNS): data, checkpoints and caches of every profile
+	rm -rf "$(RUNS)"

@@ -9,22 +9,29 @@ Executed notebooks go to ``runs/<profile>/notebooks/``. For a profile with
 ``publish_figures`` (the default run) they are also copied to ``notebooks/executed/``, where a
 reader of the repository sees them with their outputs. Wall time per notebook is written to
 ``runs/<profile>/chain_timings.csv``.
+
+The console shows one progress line per notebook (cells done of total, elapsed time) and, while
+notebook 02 trains, each finished epoch; the kernels' own messages go to
+``runs/<profile>/notebooks/<notebook>.kernel.log``. A chain holds its run folder's lock, so a
+second chain on the same folder stops at once, and it starts by removing the temporary files of
+writes that a killed run left behind.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .config import REPOSITORY_ROOT, load_profile
 from .errors import DataError
-from .files import atomic_write_text
+from .files import atomic_write_text, remove_stale_temporaries
 
-__all__ = ["CHAIN", "available_notebooks", "run_chain", "main"]
+__all__ = ["CHAIN", "available_notebooks", "run_chain", "run_lock", "main"]
 
 # The study's notebooks in execution order; each reads what the earlier ones wrote.
 CHAIN: tuple[str, ...] = (
@@ -72,33 +79,147 @@ def run_chain(profile_name: str, *, start: str | None = None, only: Sequence[str
         names = names[matches[0]:]
     if only:
         names = [name for name in names if any(name.startswith(prefix) for prefix in only)]
+        if not names:
+            raise ChainError(f"--only {' '.join(only)} matches no notebook of the chain ({', '.join(available_notebooks())})")
     output_folder = profile.paths.notebooks
     output_folder.mkdir(parents=True, exist_ok=True)
     timings: list[tuple[str, float]] = []
     environment = {"MPLBACKEND": "agg", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
                    "TQDM_MININTERVAL": "30"}  # few progress-bar updates in the executed notebooks
     os.environ.update(environment)
-    for name in names:
-        started = time.perf_counter()
-        output = output_folder / f"{name}.ipynb"
-        print(f"[chain] {profile.name}: {name} ...", flush=True)
-        try:
-            papermill.execute_notebook(
-                str(NOTEBOOK_FOLDER / f"{name}.ipynb"), str(output), parameters={"profile": str(profile_name)},
-                kernel_name="python3", cwd=str(NOTEBOOK_FOLDER), progress_bar=False, log_output=log_output,
-            )
-        except PapermillExecutionError as error:
-            first_line = str(error.evalue).splitlines()[0] if error.evalue else ""
+    with run_lock(profile.paths.run):
+        removed = remove_stale_temporaries(profile.paths.run)
+        if removed:
+            print(f"[chain] {profile.name}: removed {removed} temporary file(s) left by a killed run", flush=True)
+        for name in names:
+            started = time.perf_counter()
+            output = output_folder / f"{name}.ipynb"
+            kernel_log = output_folder / f"{name}.kernel.log"
+            kernel_log.unlink(missing_ok=True)
             shown = output.relative_to(REPOSITORY_ROOT) if output.is_relative_to(REPOSITORY_ROOT) else output
-            raise ChainError(f"notebook {name} failed in cell {error.exec_count}: {error.ename}: {first_line} "
-                             f"(executed copy: {shown})") from None
-        seconds = time.perf_counter() - started
-        timings.append((name, seconds))
-        print(f"[chain] {profile.name}: {name} done in {seconds:.0f} s", flush=True)
-        if profile.publish_figures:
-            publish_notebook(output, NOTEBOOK_FOLDER / "executed" / f"{name}.ipynb")
-    _record_timings(profile.paths.run / "chain_timings.csv", timings)
+            try:
+                with _kernel_messages_to(kernel_log), _training_progress(profile, name):
+                    papermill.execute_notebook(
+                        str(NOTEBOOK_FOLDER / f"{name}.ipynb"), str(output),
+                        parameters={"profile": str(profile_name)}, kernel_name="python3", cwd=str(NOTEBOOK_FOLDER),
+                        progress_bar=_progress_bar(profile.name, name), log_output=log_output,
+                    )
+            except PapermillExecutionError as error:
+                first_line = str(error.evalue).splitlines()[0] if error.evalue else ""
+                raise ChainError(f"notebook {name} failed in cell {error.exec_count}: {error.ename}: {first_line} "
+                                 f"(executed copy: {shown})") from None
+            except Exception as error:  # the kernel died, or papermill itself failed
+                raise ChainError(f"notebook {name} could not run ({type(error).__name__}: {error}; "
+                                 f"kernel messages: {kernel_log})") from None
+            seconds = time.perf_counter() - started
+            timings.append((name, seconds))
+            print(f"[chain] {profile.name}: {name} done in {seconds:.0f} s", flush=True)
+            if profile.publish_figures:
+                publish_notebook(output, NOTEBOOK_FOLDER / "executed" / f"{name}.ipynb")
+        _record_timings(profile.paths.run / "chain_timings.csv", timings)
     return timings
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path) -> Iterator[None]:
+    """Hold the run folder's lock (``<folder>/.chain.lock``) or refuse with one line.
+
+    Two chains on one run folder would both do all the work and overwrite each other's files;
+    the second one stops at once instead, naming the process that holds the lock. The lock is
+    released when the chain ends, however it ends (the operating system drops it when the
+    process dies).
+    """
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / ".chain.lock", "a+")  # noqa: SIM115 - held for the duration of the chain
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ChainError(f"{folder}: another chain is running on this run folder ({holder}); wait for it, or "
+                         "set SHAMSUL_RUNS to run elsewhere") from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        handle.flush()
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+@contextlib.contextmanager
+def _kernel_messages_to(path: Path) -> Iterator[None]:
+    """Send what the kernel process writes to stderr (its startup warnings, its log lines) to
+    ``path`` instead of the console; the notebook's own outputs are in the executed notebook."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, "ab") as log:
+            os.dup2(log.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+    if path.is_file() and path.stat().st_size == 0:
+        path.unlink()
+
+
+def _progress_bar(profile_name: str, notebook: str) -> dict:
+    """papermill's cell progress on stdout: cells done of total and the time so far."""
+    return {"desc": f"[chain] {profile_name}: {notebook}", "file": sys.stdout, "mininterval": 10.0,
+            "bar_format": "{desc}: {n_fmt}/{total_fmt} cells, {elapsed}", "ascii": True}
+
+
+@contextlib.contextmanager
+def _training_progress(profile, notebook: str) -> Iterator[None]:
+    """While notebook 02 runs, print each finished epoch of every model it trains (from their
+    ``history.csv``), so that minutes of training are not minutes of silence."""
+    if not notebook.startswith("02"):
+        yield
+        return
+    import threading
+
+    from tqdm import tqdm
+
+    from .seeds import seed_profiles
+
+    histories = [variant.paths.checkpoints / "history.csv" for variant in seed_profiles(profile)]
+    seen = {path: path.stat().st_mtime if path.is_file() else 0.0 for path in histories}
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(5.0):
+            for path in histories:
+                try:
+                    modified = path.stat().st_mtime
+                except OSError:
+                    continue
+                if modified != seen[path]:
+                    seen[path] = modified
+                    try:
+                        lines = path.read_text().splitlines()
+                        row = dict(zip(lines[0].split(","), lines[-1].split(","), strict=False))
+                        message = (f"epoch {int(float(row['epoch']))} of {profile.training.epochs} done, validation "
+                                   f"loss {float(row['valid_loss']):.4f}, mean AUROC {float(row['valid_mean_auroc']):.3f}")
+                    except (OSError, IndexError, KeyError, ValueError):
+                        continue  # not written yet, or another layout: say nothing rather than something wrong
+                    tqdm.write(f"[chain] {path.parent.parent.name}: {message}", file=sys.stdout)  # above the bar
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def publish_notebook(executed: Path, published: Path) -> None:

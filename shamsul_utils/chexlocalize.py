@@ -42,6 +42,9 @@ __all__ = [
     "cxr_id_from_path",
     "encode_mask",
     "decode_mask",
+    "check_rle",
+    "rle_counts",
+    "MAX_MASK_SIDE",
     "read_segmentations",
     "write_segmentations",
     "export_segmentations",
@@ -99,17 +102,74 @@ def encode_mask(mask: np.ndarray) -> dict:
     }
 
 
-def decode_mask(rle: dict, *, where: str = "segmentation") -> np.ndarray:
-    """Decode one CheXlocalize RLE entry to a boolean ``(h, w)`` array."""
+# The largest mask side accepted (CheXpert's originals are at most about 4000 px): a bound checked
+# before anything is allocated, so that a crafted "size" cannot ask for gigabytes.
+MAX_MASK_SIDE = 16384
+
+
+def rle_counts(counts: str | bytes) -> list[int]:
+    """The run lengths of a COCO compressed RLE string (pycocotools' ``rleFrString``, in Python).
+
+    Runs alternate background / foreground, starting with background. Used to check an entry
+    before pycocotools decodes it (which does not check that the runs fill the mask).
+
+    Examples
+    --------
+    >>> rle_counts(encode_mask(np.array([[0, 1], [1, 1]], bool))["counts"])
+    [1, 3]
+    """
+    data = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
+    codes = np.frombuffer(data, dtype=np.uint8).astype(np.int64) - 48
+    if codes.size == 0:
+        return []
+    if codes.min() < 0 or codes.max() >= 64:
+        raise ValueError("a character is not in the RLE alphabet")
+    last = (codes & 0x20) == 0  # the last character of each run length
+    if not last[-1]:
+        raise ValueError("truncated run length")
+    starts = np.concatenate([[0], np.flatnonzero(last)[:-1] + 1])
+    lengths = np.flatnonzero(last) + 1 - starts
+    if lengths.max() > 12:
+        raise ValueError("a run length is too long")
+    place = np.arange(codes.size) - np.repeat(starts, lengths)  # 5-bit digit number within its run
+    values = np.add.reduceat((codes & 0x1F) << (5 * place), starts)
+    negative = (codes[last] & 0x10) != 0
+    values = np.where(negative, values - (np.int64(1) << (5 * lengths)), values)
+    # from the fourth run on, each is stored as the difference to the run two before it
+    runs = values.copy()
+    for parity in (1, 2):
+        runs[parity::2] = np.cumsum(values[parity::2])
+    return runs.tolist()
+
+
+def check_rle(rle: dict, *, where: str = "segmentation") -> tuple[tuple[int, int], list[int]]:
+    """``(size, run lengths)`` of one RLE entry, or a one-line :class:`DataError`: the size must be
+    two integers in ``[1, MAX_MASK_SIDE]`` and the runs non-negative, summing to ``h x w``."""
     try:
-        size = [int(value) for value in rle["size"]]
+        size = tuple(int(value) for value in rle["size"])
         counts = rle["counts"]
-        counts = counts.encode("ascii") if isinstance(counts, str) else counts
-        decoded = coco_mask.decode({"size": size, "counts": counts})
+        runs = [int(value) for value in counts] if isinstance(counts, list) else rle_counts(counts)
     except (KeyError, TypeError, ValueError) as error:
         raise DataError(f"{where}: not a COCO RLE entry with 'size' and 'counts' ({error})") from None
-    if decoded.shape != tuple(size):
-        raise DataError(f"{where}: RLE decodes to {decoded.shape}, but its size says {tuple(size)}")
+    if len(size) != 2 or not all(1 <= side <= MAX_MASK_SIDE for side in size):
+        raise DataError(f"{where}: RLE size {list(size)} is not [h, w] with sides from 1 to {MAX_MASK_SIDE}")
+    if any(run < 0 for run in runs) or sum(runs) != size[0] * size[1]:
+        raise DataError(f"{where}: RLE runs sum to {sum(runs)} pixels (or are negative), but its size "
+                        f"{size[0]} x {size[1]} has {size[0] * size[1]}")
+    return size, runs
+
+
+def decode_mask(rle: dict, *, where: str = "segmentation") -> np.ndarray:
+    """Decode one CheXlocalize RLE entry to a boolean ``(h, w)`` array (checked by :func:`check_rle` first)."""
+    size, _ = check_rle(rle, where=where)
+    counts = rle["counts"]
+    if isinstance(counts, list):
+        encoded = coco_mask.frPyObjects({"size": list(size), "counts": counts}, *size)
+    else:
+        encoded = {"size": list(size), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    decoded = coco_mask.decode(encoded)
+    if decoded.shape != size:
+        raise DataError(f"{where}: RLE decodes to {decoded.shape}, but its size says {size}")
     return decoded.astype(bool)
 
 

@@ -318,6 +318,9 @@ def load_profile(profile: str | os.PathLike, overrides: dict | None = None) -> P
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise DataError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise DataError(f"{path}: expected a mapping of sections (seed, data, model, ...) at the top level, "
+                        f"got a {type(values).__name__}")
     values = _merge(values, overrides or {})
     data_dir = os.environ.get("DATA_DIR", "")
     if data_dir and values.get("data", {}).get("source") == "chexpert":
@@ -331,6 +334,60 @@ def load_profile(profile: str | os.PathLike, overrides: dict | None = None) -> P
     profile_object = _build(Profile, values, path.name)
     _validate(profile_object, path.name)
     return profile_object
+
+
+def _check_ranges(profile: Profile, where: str) -> None:
+    """Every numeric setting within its range, every named choice among the allowed ones: one line
+    naming the key otherwise, at load, not in the notebook that would fail."""
+    from dataclasses import fields
+
+    from .explainers.shap import FILLS
+    from .labels import LOCALIZED_CLASSES
+    from .phantom import PhantomSettings
+
+    training, model, explain, evaluation = profile.training, profile.model, profile.explain, profile.evaluation
+    rules = [
+        ("seed", profile.seed, profile.seed >= 0, "0 or more"),
+        ("model.input_size", model.input_size, model.input_size >= 32, "at least 32 (pixels)"),
+        ("model.growth_rate", model.growth_rate, model.growth_rate >= 1, "at least 1"),
+        ("model.block_config", list(model.block_config),
+         len(model.block_config) >= 1 and min(model.block_config, default=0) >= 1, "a non-empty list of counts >= 1"),
+        ("model.drop_rate", model.drop_rate, 0 <= model.drop_rate < 1, "in [0, 1)"),
+        ("training.epochs", training.epochs, training.epochs >= 1, "at least 1"),
+        ("training.batch_size", training.batch_size, training.batch_size >= 1, "at least 1"),
+        ("training.learning_rate", training.learning_rate, training.learning_rate > 0, "above 0"),
+        ("training.weight_decay", training.weight_decay, training.weight_decay >= 0, "0 or more"),
+        ("training.plateau_patience", training.plateau_patience, training.plateau_patience >= 0, "0 or more"),
+        ("training.plateau_factor", training.plateau_factor, 0 < training.plateau_factor < 1, "in (0, 1)"),
+        ("training.early_stopping_patience", training.early_stopping_patience,
+         training.early_stopping_patience >= 1, "at least 1"),
+        ("training.augment_shift", training.augment_shift, 0 <= training.augment_shift <= 0.5, "in [0, 0.5]"),
+        ("training.num_workers", training.num_workers, training.num_workers >= 0, "0 or more"),
+        ("explain.n_images", explain.n_images, explain.n_images >= 1, "at least 1"),
+        ("explain.per_class", explain.per_class, explain.per_class >= 0, "0 or more"),
+        ("explain.batch_size", explain.batch_size, explain.batch_size >= 1, "at least 1"),
+        ("explain.lime_samples", explain.lime_samples, explain.lime_samples >= 2, "at least 2"),
+        ("explain.shap_samples", explain.shap_samples, explain.shap_samples >= 2, "at least 2"),
+        ("explain.shap_fill", explain.shap_fill, explain.shap_fill in FILLS, f"one of {', '.join(FILLS)}"),
+        ("evaluation.bootstrap", evaluation.bootstrap, evaluation.bootstrap >= 1, "at least 1"),
+        ("evaluation.faithfulness_steps", evaluation.faithfulness_steps, evaluation.faithfulness_steps >= 1,
+         "at least 1"),
+        ("evaluation.faithfulness_images", evaluation.faithfulness_images, evaluation.faithfulness_images >= 0,
+         "0 or more"),
+        ("evaluation.medical_classes", list(evaluation.medical_classes),
+         set(evaluation.medical_classes) <= set(LOCALIZED_CLASSES), "CheXlocalize's localised classes"),
+    ]
+    rules += [(f"data.max_images.{split}", count, count >= 0, "0 (all) or more")
+              for split, count in profile.data.max_images.items()]
+    rules += [(f"data.sizes.{split}", count, count >= 1, "at least 1") for split, count in profile.data.sizes.items()]
+    for key, value, valid, allowed in rules:
+        if not valid:
+            raise DataError(f"{where}: {key} is {value!r}; expected {allowed}")
+    known = {item.name for item in fields(PhantomSettings)}
+    unknown = sorted(set(profile.data.phantom) - known)
+    if unknown:
+        raise DataError(f"{where}: data.phantom has unknown key(s) {', '.join(unknown)}; "
+                        f"allowed: {', '.join(sorted(known))}")
 
 
 def _validate(profile: Profile, where: str) -> None:
@@ -368,6 +425,7 @@ def _validate(profile: Profile, where: str) -> None:
             raise DataError(f"{where}: shortcut.{key} is {getattr(shortcut, key)}; expected a probability in [0, 1]")
     if set(shortcut.sizes) != {"train", "valid", "test"} or min(shortcut.sizes.values()) < 1:
         raise DataError(f"{where}: shortcut.sizes needs positive train, valid and test counts, got {shortcut.sizes}")
+    _check_ranges(profile, where)
     if profile.model.checkpoint.startswith("torchxrayvision:"):
         if profile.model.architecture != "densenet121" or profile.model.input_size != 224:
             raise DataError(f"{where}: model.checkpoint {profile.model.checkpoint} is a DenseNet121 at 224 px; "

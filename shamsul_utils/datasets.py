@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .chexlocalize import cxr_id_from_path, decode_mask, read_segmentations
+from .chexlocalize import check_rle, cxr_id_from_path, decode_mask, read_segmentations
 from .config import Profile
 from .errors import DataError
 from .labels import CLASSES, LOCALIZED_CLASSES
@@ -99,12 +99,17 @@ def read_chexpert_csv(csv_path: str | Path, *, image_root: str | Path | None = N
         table = table[table["Frontal/Lateral"].fillna("Frontal").str.lower() == "frontal"]
     if table.empty:
         raise DataError(f"{csv_path}: no (frontal) images listed")
-    labels = table[list(CLASSES)].apply(pd.to_numeric, errors="coerce")
-    bad = ~labels.isin([1.0, 0.0, -1.0]) & labels.notna()
+    raw = table[list(CLASSES)]
+    labels = raw.apply(pd.to_numeric, errors="coerce")
+    blank = raw.isna() | raw.astype(str).apply(lambda column: column.str.strip() == "")
+    # not a number ("yes", "TRUE", "1,0") or a number other than 1, 0, -1: never read as 0
+    bad = ~blank & (labels.isna() | ~labels.isin([1.0, 0.0, -1.0]))
     if bad.any().any():
         row, column = np.argwhere(bad.to_numpy())[0]
+        value = raw.iloc[row, column]
+        shown = f"{value:g}" if isinstance(value, (int, float, np.number)) else repr(str(value))
         raise DataError(f"{csv_path}: row {row + 2}, column {CLASSES[column]!r}: "
-                        f"label {table.iloc[row][CLASSES[column]]!r} is not 1, 0, -1 or blank")
+                        f"label {shown} is not 1, 0, -1 or blank ({int(bad.to_numpy().sum())} such values)")
     labels = labels.fillna(0.0).replace(-1.0, 1.0 if uncertain == "ones" else 0.0).astype(np.float32)
     if image_root is not None:
         root, drop = Path(image_root), 0
@@ -359,7 +364,7 @@ class ExpertMasks:
     image), so a cohort's masks are never stacked: ``masks[n]`` decodes image ``n``'s masks
     ``[len(classes), H_n, W_n]`` on demand, and ``masks[n, c]`` one mask. Which masks are
     non-empty and what share of its image each covers come from the run-length codes without
-    decoding (``pycocotools.mask.area``).
+    decoding; every code is checked first (:func:`shamsul_utils.chexlocalize.check_rle`).
 
     Parameters
     ----------
@@ -376,8 +381,6 @@ class ExpertMasks:
 
     def __init__(self, split: SplitData, cxr_ids: Sequence[str], *, classes: Sequence[str] = LOCALIZED_CLASSES,
                  check_image_size: bool = True):
-        from pycocotools import mask as coco_mask
-
         if split.segmentations is None:
             raise DataError(f"split {split.name!r} has no segmentations in this profile")
         self.split_name = split.name
@@ -390,31 +393,17 @@ class ExpertMasks:
             entry = split.segmentations.get(cxr_id)
             if entry is None:
                 raise DataError(f"image {cxr_id!r} has no entry in the segmentations of split {split.name!r}")
-            shapes = set()
-            for name, rle in entry.items():
-                try:
-                    shapes.add(tuple(int(value) for value in rle["size"]))
-                except (TypeError, ValueError):
-                    raise DataError(f"{cxr_id}/{name}: RLE size {rle['size']!r} is not [h, w]") from None
+            # every entry checked (size bounded, runs filling the mask) before anything is decoded
+            checked = {name: check_rle(rle, where=f"{cxr_id}/{name}") for name, rle in entry.items()}
+            shapes = {size for size, _ in checked.values()}
             if len(shapes) != 1:
                 raise DataError(f"{cxr_id}: masks of one image differ in size: {sorted(shapes)}")
             shape = shapes.pop()
-            if len(shape) != 2 or min(shape) < 1:
-                raise DataError(f"{cxr_id}: RLE size {list(shape)} is not a positive [h, w]")
             if check_image_size and cxr_id in paths:
                 _check_image_fits(cxr_id, paths[cxr_id], shape)
             pixels = float(shape[0] * shape[1])
-            row = []
-            for name in self.classes:
-                rle = entry.get(name)
-                if rle is None:
-                    row.append(0.0)
-                    continue
-                try:
-                    counts = rle["counts"].encode("ascii") if isinstance(rle["counts"], str) else rle["counts"]
-                    row.append(float(coco_mask.area({"size": list(shape), "counts": counts})) / pixels)
-                except (KeyError, TypeError, ValueError, UnicodeEncodeError) as error:
-                    raise DataError(f"{cxr_id}/{name}: not a COCO RLE entry ({type(error).__name__})") from None
+            # foreground = every second run, starting with the second
+            row = [float(sum(checked[name][1][1::2])) / pixels if name in checked else 0.0 for name in self.classes]
             sizes.append(shape)
             areas.append(row)
             self._entries.append(entry)
@@ -589,15 +578,22 @@ def label_statistics(split: SplitData) -> pd.DataFrame:
 
 
 def verify_split_files(split: SplitData, *, sample: int = 0) -> dict:
-    """Check that every image of a split exists and fits its masks' size (and, for ``sample`` of them,
-    that the image and its masks decode).
+    """Check that every image of a split exists, has a readable image header and fits its masks'
+    size (and, for ``sample`` of them, that the image and its masks decode).
 
     Returns a summary dict; raises :class:`DataError` on the first problem, naming the file.
     """
+    from tqdm.auto import tqdm
+
     missing = [path for path in split.table["image_path"] if not Path(path).is_file()]
     if missing:
         raise DataError(f"{missing[0]}: image not found ({len(missing)} of {len(split)} images of split "
                         f"{split.name!r} are missing)")
+    # every image's header: a file that is not an image, or not a readable one, stops here (a bar
+    # appears only when this takes long, e.g. CheXpert's 191,000 training images)
+    for path in tqdm(split.table["image_path"], desc=f"checking {split.name} images", unit="image", delay=10,
+                     mininterval=10):
+        image_size(path)
     checked = split.table.iloc[:sample] if sample else split.table.iloc[:0]
     for path in checked["image_path"]:
         load_image(path)

@@ -1022,12 +1022,22 @@ class _PackedMask:
         return mask if dtype is None else mask.astype(dtype)
 
 
+def _code_digest() -> str:
+    """A digest of the generator's source (this module and its drawing helpers): a phantom made by
+    other code is generated again, never reused."""
+    digest = hashlib.sha256()
+    for name in ("phantom.py", "phantom_drawing.py"):
+        digest.update((Path(__file__).parent / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _manifest(seed: int, sizes: dict[str, int], settings: PhantomSettings, image_format: str) -> dict:
     return json.loads(
         json.dumps(
             {
                 "generator": "shamsul_utils.phantom",
                 "version": PHANTOM_VERSION,
+                "code": _code_digest(),
                 "seed": int(seed),
                 "sizes": {split: int(count) for split, count in sizes.items()},
                 "settings": asdict(settings),

@@ -76,6 +76,21 @@ class HeatmapStore:
         if not info.is_file():
             atomic_write_text(info, json.dumps(json.loads(description), indent=2))
 
+    def superseded_because(self) -> str | None:
+        """Why maps of this method, options and model cached by *other* code are not reused: a line
+        naming the change, or None when there are none (the first run, or other options or model)."""
+        for info in sorted(self.folder.parent.glob("*/store.json")):
+            if info.parent == self.folder:
+                continue
+            try:
+                other = json.loads(info.read_text())
+            except (OSError, ValueError):
+                continue
+            if other.get("options") == self.options and other.get("model") == self.model_key:
+                return (f"{self.method}: the code that computes these maps changed since the cached ones "
+                        f"({info.parent.name}); computing them again")
+        return None
+
     def path(self, cxr_id: str) -> Path:
         return self.folder / f"{cxr_id}.npz"
 
@@ -98,7 +113,7 @@ class HeatmapStore:
                 return content["heatmap"]
         except FileNotFoundError:
             raise DataError(f"{path}: no stored heatmap for {cxr_id!r}; run the explainer notebook first") from None
-        except (zipfile.BadZipFile, KeyError, ValueError, OSError) as error:
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as error:
             raise DataError(f"{path}: corrupt heatmap file ({error.__class__.__name__}); delete it to recompute") from None
 
     def load_many(self, cxr_ids: Sequence[str]) -> np.ndarray:

@@ -151,6 +151,8 @@ def explain_cached(profile: Profile, model: torch.nn.Module, explanation: Explan
         return explain(model, images.to(next(model.parameters()).device), batch_size=batch_size, **options)
 
     rows = np.arange(len(explanation)) if rows is None else np.asarray(rows)
+    if store.missing([explanation.cxr_ids[row] for row in rows]) and (reason := store.superseded_because()):
+        print(reason, flush=True)
     return store.compute([explanation.cxr_ids[row] for row in rows], explanation.images[rows], run, chunk=chunk,
                          progress=progress)
 

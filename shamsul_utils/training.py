@@ -23,6 +23,7 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -31,7 +32,8 @@ from torch import nn
 from tqdm import tqdm
 
 from .config import Profile
-from .datasets import ImageDataset, read_split
+from .datasets import ImageDataset, data_path, read_split
+from .files import write_table
 from .labels import CLASSES
 from .models import load_checkpoint, load_pretrained, model_from_profile, resolve_device, save_checkpoint
 
@@ -52,15 +54,71 @@ class TrainingResult:
     trained: bool = True  # False: a given checkpoint (model.checkpoint) is evaluated, nothing is trained
 
 
-def training_fingerprint(profile: Profile) -> str:
-    """Hash of everything that determines the trained weights (data, model, recipe, seed)."""
+# The modules whose code decides the trained weights (their source is part of the fingerprint).
+_TRAINING_CODE = ("training.py", "models.py", "datasets.py")
+
+
+def _digest(content) -> str:
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def data_digest(profile: Profile) -> str:
+    """A digest of the training data as it is on disk: the label CSVs' bytes and every train and
+    validation image's path, size and modification time (no image is read: a few seconds even for
+    CheXpert's 191,000 images). Editing a label or replacing an image changes it."""
+    digest = hashlib.sha256()
+    for split in ("train", "valid", "test"):
+        settings = profile.data.splits[split]
+        if settings.csv:
+            path = data_path(profile, settings.csv)
+            digest.update(path.read_bytes() if path.is_file() else b"missing " + str(path).encode())
+    from .errors import DataError
+
+    for split in ("train", "valid"):
+        try:
+            images = read_split(profile, split).table["image_path"]
+        except DataError as error:  # no data yet: training will stop on it with this line
+            digest.update(str(error).encode())
+            continue
+        for image in images:
+            try:
+                status = Path(image).stat()
+                digest.update(f"{image}|{status.st_size}|{status.st_mtime_ns}\n".encode())
+            except OSError:
+                digest.update(f"{image}|missing\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def fingerprint_parts(profile: Profile) -> dict[str, str]:
+    """What the trained weights depend on, in parts: the settings, the data on disk and the code."""
+    from importlib.metadata import version
+
     recipe = {key: value for key, value in asdict(profile.training).items() if key not in ("seed", "extra_seeds")}
-    content = {"seed": profile.training_seed, "data": asdict(profile.data), "model": asdict(profile.model),
-               "training": recipe}
+    settings = {"seed": profile.training_seed, "data": asdict(profile.data), "model": asdict(profile.model),
+                "training": recipe}
     manifest = profile.data_root / "phantom_manifest.json"
     if profile.data.source == "phantom" and manifest.is_file():
-        content["manifest"] = json.loads(manifest.read_text())
-    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        settings["manifest"] = json.loads(manifest.read_text())
+    code = hashlib.sha256()
+    for name in _TRAINING_CODE:
+        code.update((Path(__file__).parent / name).read_bytes())
+    for library in ("torch", "timm", "numpy"):
+        code.update(f"{library}=={version(library)}".encode())
+    return {"settings": _digest(settings), "data": data_digest(profile), "code": code.hexdigest()[:16]}
+
+
+def training_fingerprint(profile: Profile, parts: dict[str, str] | None = None) -> str:
+    """Hash of everything that determines the trained weights (settings, data on disk, code)."""
+    return _digest(parts if parts is not None else fingerprint_parts(profile))
+
+
+def _why_retrain(old: dict | None, new: dict[str, str]) -> str:
+    """Which part of the fingerprint changed, in words."""
+    if not old:
+        return "the checkpoint was made by an older version of this project"
+    changed = [name for name in new if old.get(name) != new[name]]
+    words = {"settings": "the profile's settings", "data": "the data on disk", "code": "the training code"}
+    return " and ".join(words[name] for name in changed) + " changed" if changed else "the fingerprint changed"
 
 
 def mean_auroc(labels: np.ndarray, probabilities: np.ndarray) -> float:
@@ -140,11 +198,14 @@ def train(profile: Profile, *, progress: bool = True, max_epochs_this_call: int 
         return TrainingResult(pd.DataFrame(columns=["epoch", "train_loss", "valid_loss", "valid_mean_auroc"]), 0,
                               time.perf_counter() - started, _rss_gb(), weights, False, trained=False)
     folder = profile.paths.checkpoints
-    fingerprint = training_fingerprint(profile)
+    parts = fingerprint_parts(profile)
+    fingerprint = training_fingerprint(profile, parts)
     last_path, best_path = folder / "last.pt", folder / "best.pt"
     state = load_checkpoint(last_path) if last_path.is_file() else None
     if state is not None and state.get("fingerprint") != fingerprint:
-        state = None  # a checkpoint of other data or settings: start afresh
+        # a checkpoint of other settings, data or code: start afresh, and say why
+        print(f"{profile.name}: training again: {_why_retrain(state.get('fingerprint_parts'), parts)}", flush=True)
+        state = None
     if state is not None and state.get("finished") and best_path.is_file():
         history = pd.DataFrame(state["history"])
         return TrainingResult(history, int(state["best_epoch"]), 0.0, _rss_gb(), state["weights"], True)
@@ -221,9 +282,9 @@ def train(profile: Profile, *, progress: bool = True, max_epochs_this_call: int 
         save_checkpoint(last_path, {
             "model": model_state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(), "epoch": epoch, "history": history, "best_score": best_score,
-            "best_epoch": best_epoch, "stale": stale, "fingerprint": fingerprint, "finished": finished,
-            "weights": weights})
-        pd.DataFrame(history).to_csv(folder / "history.csv", index=False)
+            "best_epoch": best_epoch, "stale": stale, "fingerprint": fingerprint, "fingerprint_parts": parts,
+            "finished": finished, "weights": weights})
+        write_table(pd.DataFrame(history), folder / "history.csv")
         bar.set_postfix(loss=f"{total / count:.3f}", valid_auroc=f"{valid_auroc:.3f}")
         bar.update(1)
         epochs_run += 1

@@ -78,13 +78,20 @@ def test_refused_checkpoints_fail_in_one_line(tmp_path):
 
 
 def test_a_pickled_object_is_not_run(tmp_path):
+    from shamsul_utils.models import load_checkpoint
+
+    marker = tmp_path / "code-ran"
+
     class Payload:
         def __reduce__(self):
-            return (print, ("code ran",))
+            return (open, (str(marker), "w"))
 
     torch.save({"model": Payload()}, tmp_path / "evil.pt")
     with pytest.raises(DataError, match="not a readable weights file with tensors only"):
         load_model_checkpoint(tmp_path / "evil.pt", _fresh(), architecture="densenet_small")
+    with pytest.raises(DataError, match="unreadable checkpoint"):
+        load_checkpoint(tmp_path / "evil.pt")  # the run's own best.pt / last.pt reader
+    assert not marker.exists()
 
 
 def test_imagenet_weights_offline_fail_in_seconds(tmp_path, monkeypatch):

@@ -103,3 +103,35 @@ def test_original_sizes_without_images_and_bad_pickles(tmp_path):
     with pytest.raises(DataError, match="missing key.*prob, cxr_dims") as error:
         import_heatmap_pkls(tmp_path)
     assert "\n" not in str(error.value)
+
+
+def test_rle_counts_equal_the_runs_of_the_mask():
+    from scipy import ndimage
+
+    from shamsul_utils.chexlocalize import encode_mask, rle_counts
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        height, width = (int(value) for value in rng.integers(1, 40, 2))
+        mask = ndimage.gaussian_filter(rng.random((height, width)), rng.random() * 3) > rng.random()
+        flat = mask.ravel(order="F")  # COCO runs go down the columns, starting with background
+        changes = np.flatnonzero(np.diff(flat.astype(np.int8))) + 1
+        edges = np.concatenate([[0], changes, [flat.size]])
+        runs = np.diff(edges).tolist()
+        if flat[0]:
+            runs = [0, *runs]
+        assert rle_counts(encode_mask(mask)["counts"]) == runs
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"size": [4, 4], "counts": "04"}, r"runs sum to 4 pixels .* has 16"),  # garbage that pycocotools decodes
+    ({"size": [100000, 100000], "counts": "0"}, r"sides from 1 to 16384"),  # would allocate ~10 GB
+    ({"size": [-3, 4], "counts": "0"}, r"RLE size \[-3, 4\]"),
+    ({"size": [2, 2], "counts": [1, -1, 4]}, r"negative"),
+    ({"size": [2, 2], "counts": "a~~"}, r"not a COCO RLE entry"),
+])
+def test_bad_rle_entries_are_refused_before_decoding(entry, message):
+    from shamsul_utils.chexlocalize import decode_mask
+
+    with pytest.raises(DataError, match=message):
+        decode_mask(entry, where="patient00001/Edema")

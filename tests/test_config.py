@@ -38,3 +38,28 @@ def test_wrong_type_is_an_error():
         load_profile("smoke", {"training": {"epochs": "many"}})
     with pytest.raises(DataError, match="architecture"):
         load_profile("smoke", {"model": {"architecture": "resnet50"}})
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"explain": {"lime_samples": -5}}, r"explain.lime_samples is -5; expected at least 2"),
+    ({"training": {"epochs": -1}}, r"training.epochs is -1; expected at least 1"),
+    ({"training": {"batch_size": 0}}, r"training.batch_size is 0; expected at least 1"),
+    ({"training": {"learning_rate": -0.001}}, r"training.learning_rate is -0.001; expected above 0"),
+    ({"model": {"input_size": 0}}, r"model.input_size is 0; expected at least 32"),
+    ({"evaluation": {"bootstrap": 0}}, r"evaluation.bootstrap is 0; expected at least 1"),
+    ({"explain": {"n_images": -1}}, r"explain.n_images is -1; expected at least 1"),
+    ({"explain": {"lrp_rule": "zz"}}, r"explain.lrp_rule has 'zz'; expected one of z, epsilon"),
+    ({"explain": {"shap_fill": "purple"}}, r"explain.shap_fill is 'purple'; expected one of mean, black, paper"),
+    ({"data": {"phantom": {"colour": 3}}}, r"data.phantom has unknown key\(s\) colour; allowed: "),
+    ({"evaluation": {"medical_classes": ["Fracture"]}}, r"evaluation.medical_classes .* localised classes"),
+])
+def test_bad_values_are_refused_at_load_in_one_line(overrides, message):
+    with pytest.raises(DataError, match=message):
+        load_profile("smoke", overrides)
+
+
+def test_a_yaml_list_at_the_top_level_is_one_line(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- seed: 0\n- data: {}\n")
+    with pytest.raises(DataError, match=r"list.yaml: expected a mapping of sections .* got a list"):
+        load_profile(path)

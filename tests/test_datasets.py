@@ -1,6 +1,7 @@
 """The CheXpert/CheXlocalize readers on a hand-made fixture in the published formats, and bad input."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,3 +124,16 @@ def test_rle_whose_size_disagrees(fixture):
     split = SplitData("valid", table, read_segmentations(path))
     with pytest.raises(DataError, match=rf"{first}: mask size \(7, 9\) does not fit its image's \(40, 48\)"):
         masks_for(split, table["cxr_id"])
+
+
+def test_every_image_is_checked_not_only_the_sampled_ones(tmp_path):
+    from shamsul_utils.datasets import SplitData, verify_split_files
+
+    build_chexpert_fixture(tmp_path)
+    table = read_chexpert_csv(tmp_path / "CheXpert-v1.0-small" / "train.csv")
+    split = SplitData("train", table, None)
+    assert verify_split_files(split, sample=2)["images"] == len(table)
+    broken = table["image_path"].iloc[10]  # beyond the decoded sample
+    Path(broken).write_bytes(b"not an image")
+    with pytest.raises(DataError, match=rf"{broken}: unreadable image"):
+        verify_split_files(split, sample=2)

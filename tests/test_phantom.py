@@ -180,6 +180,16 @@ def test_manifest_short_circuits_reruns(tmp_path):
     assert image.stat().st_mtime_ns != stamp
 
 
+def test_a_phantom_made_by_other_code_is_generated_again(tmp_path, monkeypatch):
+    from shamsul_utils import phantom
+
+    sizes = {"valid": 1}
+    assert not write_dataset(tmp_path, sizes=sizes, seed=0, settings=SMALL)["skipped"]
+    assert write_dataset(tmp_path, sizes=sizes, seed=0, settings=SMALL)["skipped"]
+    monkeypatch.setattr(phantom, "_code_digest", lambda: "edited generator")
+    assert not write_dataset(tmp_path, sizes=sizes, seed=0, settings=SMALL)["skipped"]
+
+
 def test_jpeg_output(tmp_path):
     write_dataset(tmp_path, sizes={"valid": 2}, seed=0, settings=SMALL, image_format="jpg")
     rows = _read_csv(tmp_path / DATASET_FOLDER / "valid.csv")

@@ -55,6 +55,27 @@ def test_corrupt_or_missing_file_is_one_clear_line(tmp_path):
         store.load("broken")
     with pytest.raises(DataError, match="no stored heatmap"):
         store.load("absent")
+    store.path("empty").write_bytes(b"")  # a zero-byte file (power loss before the fsync existed)
+    with pytest.raises(DataError, match=r"empty.npz: corrupt heatmap file \(EOFError\)"):
+        store.load("empty")
+
+
+def test_written_files_are_readable_by_others_and_stale_temporaries_are_removed(tmp_path):
+    import os
+    import stat
+
+    from shamsul_utils.files import atomic_write_text, remove_stale_temporaries
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "table.csv", "a\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "table.csv").stat().st_mode) == 0o644  # not mkstemp's 0600
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / ".figure.png.x1y2.png.tmp").write_bytes(b"half")  # a killed write
+    assert remove_stale_temporaries(tmp_path) == 1
+    assert not list(tmp_path.rglob("*.tmp")) and (tmp_path / "table.csv").is_file()
 
 
 def test_key_depends_on_the_code(tmp_path):
@@ -89,3 +110,13 @@ def test_study_cache_key_includes_the_code_version(monkeypatch):
     first = study.heatmap_store(profile, "lrp", "model").folder
     monkeypatch.setattr(explainers, "code_version", lambda method: "edited")
     assert study.heatmap_store(profile, "lrp", "model").folder != first
+
+
+def test_the_store_says_why_it_computes_again(tmp_path):
+    old = HeatmapStore(tmp_path, "lrp-epsilon", {"rule": "epsilon"}, "model", code="v1")
+    old.save("a", np.zeros((1, 2, 2), np.float32))
+    assert old.superseded_because() is None
+    new = HeatmapStore(tmp_path, "lrp-epsilon", {"rule": "epsilon"}, "model", code="v2")
+    assert new.missing(["a"]) == ["a"]  # maps of other code are not reused
+    assert "lrp-epsilon: the code that computes these maps changed" in new.superseded_because()
+    assert HeatmapStore(tmp_path, "lrp-epsilon", {"rule": "epsilon"}, "other model", code="v3").superseded_because() is None

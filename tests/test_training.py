@@ -96,3 +96,26 @@ def test_local_weights_file(tmp_path):
     assert torch.equal(target.features.conv0.weight, source.features.conv0.weight)
     with pytest.raises(RuntimeError, match="not found"):
         load_pretrained(target, str(tmp_path / "missing.pth"), architecture="densenet_small")
+
+
+def test_edited_labels_or_training_code_mean_training_again(data_root, tmp_path, monkeypatch, capsys):
+    """The fingerprint covers the data on disk and the training code, not only the settings."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(data_root, root)
+    profile = _profile(root, tmp_path / "runs", monkeypatch, epochs=1)
+    first = training.train(profile, progress=False)
+    assert training.train(profile, progress=False).reused
+    csv = next(root.glob("*/train.csv"))
+    lines = csv.read_text().splitlines()
+    header, row = lines[0].split(","), lines[1].split(",")
+    column = header.index("Cardiomegaly")
+    row[column] = "0.0" if row[column] == "1.0" else "1.0"  # one label edited in place
+    csv.write_text("\n".join([lines[0], ",".join(row), *lines[2:]]) + "\n")
+    again = training.train(profile, progress=False)
+    assert not again.reused and "training again: the data on disk changed" in capsys.readouterr().out
+    assert first.best_epoch == again.best_epoch == 1
+    monkeypatch.setattr(training, "_TRAINING_CODE", ("training.py", "models.py"))  # other training code
+    assert not training.train(profile, progress=False).reused
+    assert "the training code changed" in capsys.readouterr().out

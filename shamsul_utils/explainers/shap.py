@@ -34,9 +34,9 @@ from ._perturbation import (
     unnormalise,
 )
 
-__all__ = ["explain", "explain_segments", "slic_segments"]
+__all__ = ["FILLS", "explain", "explain_segments", "slic_segments"]
 
-_FILLS = ("mean", "black", "paper")
+FILLS: tuple[str, ...] = ("mean", "black", "paper")  # named fills (a number is also accepted)
 
 
 def slic_segments(
@@ -271,8 +271,8 @@ def explain(
     classes = check_inputs(model, images, classes, batch_size=batch_size, mean=mean, std=std)
     if isinstance(nsamples, bool) or not isinstance(nsamples, int) or nsamples < 1:
         raise ValueError(f"nsamples must be a positive int, got {nsamples!r}")
-    if isinstance(fill, str) and fill not in _FILLS:
-        raise ValueError(f"fill must be one of {_FILLS} or a number, got {fill!r}")
+    if isinstance(fill, str) and fill not in FILLS:
+        raise ValueError(f"fill must be one of {FILLS} or a number, got {fill!r}")
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise ValueError(f"seed must be an int, got {seed!r}")
     if not _valid_l1_reg(l1_reg):
