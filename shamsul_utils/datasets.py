@@ -87,7 +87,7 @@ def read_chexpert_csv(csv_path: str | Path, *, image_root: str | Path | None = N
     if not csv_path.is_file():
         raise DataError(f"{csv_path}: label CSV not found")
     try:
-        table = pd.read_csv(csv_path)
+        table = pd.read_csv(csv_path, dtype={name: str for name in CLASSES})  # labels as written: no TRUE -> 1
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
         raise DataError(f"{csv_path}: not a readable CSV ({str(error).splitlines()[0]})") from None
     missing = [column for column in ("Path", *CLASSES) if column not in table.columns]
@@ -106,10 +106,8 @@ def read_chexpert_csv(csv_path: str | Path, *, image_root: str | Path | None = N
     bad = ~blank & (labels.isna() | ~labels.isin([1.0, 0.0, -1.0]))
     if bad.any().any():
         row, column = np.argwhere(bad.to_numpy())[0]
-        value = raw.iloc[row, column]
-        shown = f"{value:g}" if isinstance(value, (int, float, np.number)) else repr(str(value))
-        raise DataError(f"{csv_path}: row {row + 2}, column {CLASSES[column]!r}: "
-                        f"label {shown} is not 1, 0, -1 or blank ({int(bad.to_numpy().sum())} such values)")
+        raise DataError(f"{csv_path}: row {row + 2}, column {CLASSES[column]!r}: label {str(raw.iloc[row, column])!r} "
+                        f"is not 1, 0, -1 or blank ({int(bad.to_numpy().sum())} such values)")
     labels = labels.fillna(0.0).replace(-1.0, 1.0 if uncertain == "ones" else 0.0).astype(np.float32)
     if image_root is not None:
         root, drop = Path(image_root), 0

@@ -101,10 +101,13 @@ def test_csv_without_a_label_column(fixture):
         read_chexpert_csv(csv)
 
 
-def test_bad_label_value(fixture):
+@pytest.mark.parametrize("value, shown", [("2.0", "'2.0'"), ("yes", "'yes'"), ("TRUE", "'TRUE'"),
+                                          ("positive", "'positive'"), ('"1,0"', "'1,0'")])
+def test_bad_label_value(fixture, value, shown):
+    """Never read as 0 (``to_numeric(errors="coerce")`` turned words into NaN, then 0)."""
     csv = fixture["root"] / "CheXpert-v1.0-small" / "valid.csv"
-    csv.write_text(csv.read_text().replace(",-1.0,", ",2.0,", 1))
-    with pytest.raises(DataError, match="is not 1, 0, -1 or blank"):
+    csv.write_text(csv.read_text().replace(",-1.0,", f",{value},", 1))
+    with pytest.raises(DataError, match=rf"column 'Edema': label {shown} is not 1, 0, -1 or blank"):
         read_chexpert_csv(csv)
 
 
