@@ -9,6 +9,7 @@ BatchNorm, transitions) as on DenseNet121.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -212,6 +213,9 @@ def load_checkpoint(path) -> dict:
         raise DataError(f"{path}: checkpoint not found; run notebook 02_training first (or make reproduce)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # weights_only refused an object: never loaded, never run
+        raise DataError(f"{path}: unreadable checkpoint (UnpicklingError: it holds objects other than tensors and "
+                        "plain containers, which are not loaded); delete it and retrain") from None
     except Exception as error:  # a truncated or foreign file
         raise DataError(f"{path}: unreadable checkpoint ({error.__class__.__name__}); delete it and retrain") from None
 
