@@ -175,9 +175,10 @@ def lrp_variants_table(profile, model: torch.nn.Module, explanation: Explanation
     """:func:`overall_table` for every LRP rule of ``explain.lrp_rules`` (cached maps of notebook 04),
     the evaluation's rule marked, so that the paper's rules are seen beside the one reported."""
     from . import study
+    from .explainers.registry import with_rules
 
     scores = {rule: score_method(f"LRP ({rule})", explanation,
-                                 study.load_heatmaps(profile, model, explanation, "lrp", rule=rule),
+                                 study.load_heatmaps(profile, model, explanation, with_rules().key, rule=rule),
                                  signed=profile.evaluation.signed)
               for rule in profile.explain.lrp_rules}
     table = overall_table(scores, n_resamples=n_resamples, seed=seed).rename(columns={"method": "rule"})
@@ -262,10 +263,11 @@ def sanity_analysis(profile, model: torch.nn.Module, randomised: torch.nn.Module
     The randomised model's maps are cached like any other (its weights are part of the key).
     """
     from . import study
+    from .explainers.registry import method as registry_method
 
     tables = []
     for name, method in study.METHODS.items():
-        subset = rows if study.is_cheap(method) else rows[:max(2, len(rows) // 4)]
+        subset = registry_method(method).sanity_rows(rows)
         random_maps = study.explain_cached(profile, randomised, explanation, method, rows=subset, progress=False)
         tables.append(sanity_table(name, heatmaps[name][subset], random_maps, explanation, subset))
     return pd.concat(tables, ignore_index=True)

@@ -22,6 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .config import REPOSITORY_ROOT, Profile  # noqa: E402
+from .explainers.registry import by_name  # noqa: E402
+from .explainers.registry import method as registry_method  # noqa: E402
 from .files import atomic_path, atomic_write_text  # noqa: E402
 
 __all__ = [
@@ -52,7 +54,7 @@ __all__ = [
 ]
 
 MAX_PIXELS = 600_000  # a figure is saved at 110 dpi, or less when that would exceed this many pixels
-METHOD_COLORS = {"Grad-CAM": "#1b9e77", "LRP": "#d95f02", "LIME": "#7570b3", "SHAP": "#e7298a"}
+METHOD_COLORS = {name: record.colour for name, record in by_name().items()}  # from the method registry
 plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 110, "axes.spines.top": False,
                      "axes.spines.right": False, "font.size": 9})
 
@@ -596,7 +598,7 @@ def methods_grid_figure(explanation, scores: dict, heatmaps: dict, row: int, cla
     findings = ", ".join(name for name, value in zip(CLASSES[1:], explanation.labels[row, 1:], strict=True) if value)
     overlay_heatmap(axes[0], gray, mask=mask, title="expert mask\n" + textwrap.fill(findings, 30))
     for axis, (method, score) in zip(axes[1:], scores.items(), strict=True):
-        signed = method != "Grad-CAM"
+        signed = registry_method(method).signed
         overlay_heatmap(axis, gray, heatmaps[method][row, class_index], mask=mask, signed=signed,
                         prediction=_display_mask(score.segmentation(row, column), gray.shape),
                         title=f"{method}\nIoU {np.nan_to_num(score.iou[row, column]):.2f}")

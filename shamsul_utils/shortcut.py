@@ -39,6 +39,8 @@ from . import datasets, metrics, study
 from .chexlocalize import decode_mask
 from .config import Profile, SplitConfig
 from .datasets import SplitData
+from .explainers.registry import REGISTRY
+from .explainers.registry import method as registry_method
 from .labels import CLASSES, LOCALIZED_CLASSES
 from .phantom import DATASET_FOLDER, PhantomSettings, write_dataset
 from .plots import outline, overlay_heatmap
@@ -318,7 +320,7 @@ def explain_methods(profile: Profile, model: torch.nn.Module, explanation: study
 
 
 def control_heatmaps(profile: Profile, models: dict[str, torch.nn.Module], explanation: study.ExplanationSet,
-                     finding: str, *, methods: tuple[str, ...] = ("gradcam", "lrp")) -> dict[str, np.ndarray]:
+                     finding: str, *, methods: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
     """The cheap methods' maps of the control model (notebook 02's) on the same images, keyed ``"<method>, control"``.
 
     A model that never saw a drain gives the attribution a method puts on the drain *without* a
@@ -326,6 +328,8 @@ def control_heatmaps(profile: Profile, models: dict[str, torch.nn.Module], expla
     """
     if CONTROL_MODEL not in models:
         return {}
+    if methods is None:  # the gradient methods: a few model passes per image
+        methods = tuple(key for key, record in REGISTRY.items() if record.cheap)
     chosen = {name: method for name, method in study.METHODS.items() if method in methods}
     maps = explain_methods(profile, models[CONTROL_MODEL], explanation, finding, methods=chosen)
     return {f"{name}, control": value for name, value in maps.items()}
@@ -548,7 +552,8 @@ def examples_figure(explanation: study.ExplanationSet, heatmaps: dict[str, np.nd
         gray = explanation.gray[row]
         drain = outline(_nearest(confounder[row], gray.shape))
         mask = _nearest(lesion[row], gray.shape)
-        panels = [("radiograph", None, False)] + [(name, heatmaps[name][row], name != "Grad-CAM") for name in methods]
+        panels = [("radiograph", None, False)] + [(name, heatmaps[name][row], registry_method(name.split(",")[0]).signed)
+                                                   for name in methods]
         for axis, (name, heatmap, signed) in zip(axes[row], panels, strict=True):
             caption = f"p={explanation.probabilities[row, column]:.2f}" if heatmap is None else name
             overlay_heatmap(axis, gray, heatmap, mask=mask, signed=signed, title=caption)

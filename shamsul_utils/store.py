@@ -43,7 +43,7 @@ class HeatmapStore:
     root : path
         ``runs/<profile>/heatmaps``.
     method : str
-        e.g. ``"gradcam"``, ``"lrp-epsilon"``.
+        A method's key, with its rule where it has one (``"<key>-<rule>"``).
     options : dict
         Every option that changes the maps (JSON-serialisable).
     model_key : str

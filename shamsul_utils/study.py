@@ -18,6 +18,8 @@ import torch
 from . import datasets
 from .config import Profile
 from .errors import DataError
+from .explainers.registry import method as registry_method
+from .explainers.registry import study_methods
 from .labels import CLASSES, LOCALIZED_CLASSES
 from .store import HeatmapStore, model_fingerprint
 from .training import load_predictions
@@ -25,8 +27,8 @@ from .training import load_predictions
 __all__ = ["METHODS", "ExplanationSet", "explanation_set", "method_options", "explain_cached", "load_heatmaps",
            "localised_indices", "showcase", "is_cheap", "heatmap_store"]
 
-# Display name -> module name of shamsul_utils.explainers.
-METHODS: dict[str, str] = {"Grad-CAM": "gradcam", "LRP": "lrp", "LIME": "lime", "SHAP": "shap"}
+# Display name -> key of the methods the study compares, from the registry (shamsul_utils.explainers.registry).
+METHODS: dict[str, str] = study_methods()
 
 
 def localised_indices() -> list[int]:
@@ -88,7 +90,7 @@ class ExplanationSet:
 
 def is_cheap(method: str) -> bool:
     """Whether a method costs a few model passes per image (gradients), not ~1000 (perturbations)."""
-    return method in ("gradcam", "lrp")
+    return registry_method(method).cheap
 
 
 def explanation_set(profile: Profile) -> ExplanationSet:
@@ -107,18 +109,9 @@ def explanation_set(profile: Profile) -> ExplanationSet:
 
 
 def method_options(profile: Profile, method: str, *, rule: str | None = None) -> tuple[str, dict]:
-    """The store name and keyword options of a method under a profile (paper values by default)."""
-    settings = profile.explain
-    if method == "gradcam":
-        return "gradcam", {}
-    if method == "lrp":
-        rule = rule or settings.lrp_rule
-        return f"lrp-{rule}", {"rule": rule}
-    if method == "lime":
-        return "lime", {"num_samples": settings.lime_samples, "seed": profile.seed, "hide_color": 0.0}
-    if method == "shap":
-        return "shap", {"nsamples": settings.shap_samples, "seed": profile.seed, "fill": settings.shap_fill}
-    raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS.values())}")
+    """The store name and keyword options of a method under a profile (paper values by default;
+    :meth:`shamsul_utils.explainers.registry.Method.options`)."""
+    return registry_method(method).options(profile, rule=rule)
 
 
 def heatmap_store(profile: Profile, method: str, model_key: str, *, rule: str | None = None) -> HeatmapStore:
@@ -141,11 +134,10 @@ def explain_cached(profile: Profile, model: torch.nn.Module, explanation: Explan
     """
     name, options = method_options(profile, method, rule=rule)
     store = heatmap_store(profile, method, model_fingerprint(model), rule=rule)
-    from .explainers import EXPLAINERS
-
-    explain = EXPLAINERS[method]
+    record = registry_method(method)
+    explain = record.explain
     batch_size = profile.explain.batch_size
-    chunk = 8 if is_cheap(method) else 1
+    chunk = record.chunk
 
     def run(images: torch.Tensor) -> np.ndarray:
         return explain(model, images.to(next(model.parameters()).device), batch_size=batch_size, **options)

@@ -40,6 +40,8 @@ import torch
 from . import datasets, metrics, study
 from .config import REPOSITORY_ROOT, Profile, load_profile
 from .errors import DataError
+from .explainers.registry import REGISTRY
+from .explainers.registry import method as registry_method
 from .labels import CLASSES, LOCALIZED_CLASSES
 from .segmentation import heatmap_to_mask
 
@@ -206,7 +208,7 @@ class ExplorerView:
         threshold = "Otsu" if self.threshold == "otsu" else f"{self.threshold:.2f}"
         plots.overlay_heatmap(axes[0], self.image, mask=truth,
                               title=textwrap.fill(self.title, 36) + "\nexpert mask (blue)")
-        plots.overlay_heatmap(axes[1], self.image, self.heatmap, signed=self.method != "Grad-CAM",
+        plots.overlay_heatmap(axes[1], self.image, self.heatmap, signed=registry_method(self.method).signed,
                               title=f"{self.method}: {textwrap.shorten(self.class_name, 26)}\np = {self.probability:.2f}")
         plots.overlay_heatmap(axes[2], self.image, mask=truth, prediction=self.segmentation,
                               title=f"segmentation (red), {threshold}\n{scores}")
@@ -232,11 +234,9 @@ class ExplorerView:
 
 
 def _method_module(method: str) -> tuple[str, str]:
-    """(display name, module name) from either."""
-    for name, module in study.METHODS.items():
-        if method in (name, module):
-            return name, module
-    raise ValueError(f"unknown method {method!r}; expected one of {', '.join(study.METHODS)}")
+    """(display name, key) from either (:func:`shamsul_utils.explainers.registry.method`)."""
+    record = registry_method(method)
+    return record.name, record.key
 
 
 @contextmanager
@@ -339,7 +339,7 @@ class Explorer:
         self._entries[key] = _Entry(key=key, label=f"upload {self._uploads}: {Path(filename or 'upload').name}",
                                     image=image, probabilities=probabilities.astype(np.float32), labels=None,
                                     masks=None, display=np.asarray(picture, dtype=np.float32) / 255.0)
-        for method in ("gradcam", "lrp"):  # cheap: one backward pass each
+        for method in (key for key, record in REGISTRY.items() if record.cheap):  # a few model passes each
             self.heatmaps(key, method)
         return Upload(key, note)
 
@@ -353,11 +353,11 @@ class Explorer:
         if store is not None and store.has(key):
             maps = store.load(key)
         else:
-            _, options = study.method_options(self.config, module)
+            record = registry_method(module)
+            _, options = record.options(self.config)
             device = next(self.model.parameters()).device
-            samples = options.get("num_samples", options.get("nsamples", 0) + 2)
-            with _sample_progress(self.model, samples, f"{name} ({samples} samples)",
-                                  progress and module in ("lime", "shap")):
+            samples = record.samples(self.config)
+            with _sample_progress(self.model, samples, f"{name} ({samples} samples)", progress and not record.cheap):
                 maps = _explain(module, self.model, entry.image[None].to(device),
                                 batch_size=self.config.explain.batch_size, **options)[0]
             if store is not None:
@@ -433,7 +433,7 @@ class ExplorerApp:
     the participant. The widgets can be driven from Python (tests set their values).
     """
 
-    def __init__(self, explorer: Explorer, *, method: str = "Grad-CAM"):
+    def __init__(self, explorer: Explorer, *, method: str | None = None):
         import ipywidgets as widgets
 
         self.explorer = explorer
@@ -442,7 +442,8 @@ class ExplorerApp:
         self.image = widgets.Dropdown(options=explorer.images(), value=key, description="image", layout=layout)
         self.class_name = widgets.Dropdown(options=list(CLASSES), value=explorer.default_class(key),
                                            description="class", layout=layout)
-        self.method = widgets.ToggleButtons(options=list(study.METHODS), value=method, description="method",
+        self.method = widgets.ToggleButtons(options=list(study.METHODS), value=method or next(iter(study.METHODS)),
+                                            description="method",
                                             style={"button_width": "80px"})
         self.otsu = widgets.Checkbox(value=True, description="Otsu threshold (CheXlocalize)", indent=False)
         self.threshold = widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="threshold",

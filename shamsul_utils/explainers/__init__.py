@@ -1,4 +1,4 @@
-"""The four explainers of the study behind one call shape.
+"""The four explainers of the study behind one call shape, and their registry (:mod:`.registry`).
 
 Every method answers ``explain(model, images, classes=None, *, batch_size=..., **options)`` with a
 float32 array ``[N, C, H, W]`` at input resolution, the paper's settings as defaults:
@@ -24,43 +24,42 @@ import hashlib
 from importlib.metadata import version
 from pathlib import Path
 
-from . import gradcam, lime, lrp, shap
+from . import registry
+from .registry import REGISTRY, Method, by_name, method, study_methods
 
-__all__ = ["EXPLAINERS", "explain", "code_version", "gradcam", "lrp", "lime", "shap"]
+__all__ = ["REGISTRY", "Method", "method", "by_name", "study_methods", "EXPLAINERS", "explain", "code_version",
+           "gradcam", "lrp", "lime", "shap"]
 
-EXPLAINERS = {"gradcam": gradcam.explain, "lrp": lrp.explain, "lime": lime.explain, "shap": shap.explain}
 
-# What a method's maps depend on besides its options and the model: its module, the shared
-# helpers it imports, and the libraries that compute them.
-_SOURCES = {"gradcam": ("gradcam.py", "_common.py"), "lrp": ("lrp.py", "_common.py"),
-            "lime": ("lime.py", "_perturbation.py", "_common.py"), "shap": ("shap.py", "_perturbation.py", "_common.py")}
-_LIBRARIES = {"gradcam": ("torch",), "lrp": ("torch", "zennit"), "lime": ("torch", "lime", "scikit-image"),
-              "shap": ("torch", "shap", "scikit-image")}
+def __getattr__(name: str):
+    """``EXPLAINERS`` and the method modules, imported when first used (PEP 562): reading the
+    registry (a figure's colours, a profile's check) does not import torch, zennit, lime or shap."""
+    import importlib
+
+    if name == "EXPLAINERS":
+        return {key: record.explain for key, record in REGISTRY.items()}
+    if name in REGISTRY:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @functools.cache
-def code_version(method: str) -> str:
-    """A digest of the code that computes a method's maps: its source files and library versions.
+def code_version(method_key: str) -> str:
+    """A digest of the code that computes a method's maps: its source files and library versions
+    (the record's ``sources`` and ``libraries``, :mod:`shamsul_utils.explainers.registry`).
 
     Part of every heatmap cache key (:class:`shamsul_utils.store.HeatmapStore`), so that maps made by
     other code are recomputed, never reused (an edit of ``lrp.py`` invalidates the LRP maps only).
     """
-    if method not in _SOURCES:
-        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(sorted(_SOURCES))}")
+    record = method(method_key)
     digest = hashlib.sha256()
-    for name in _SOURCES[method]:
+    for name in record.sources:
         digest.update((Path(__file__).parent / name).read_bytes())
-    for library in _LIBRARIES[method]:
+    for library in record.libraries:
         digest.update(f"{library}=={version(library)}".encode())
     return digest.hexdigest()[:12]
 
 
 def explain(method: str, model, images, classes=None, **options):
     """Run one explainer by name (``"gradcam"``, ``"lrp"``, ``"lime"`` or ``"shap"``)."""
-    try:
-        function = EXPLAINERS[method]
-    except KeyError:
-        raise ValueError(
-            f"unknown method {method!r}; expected one of {', '.join(sorted(EXPLAINERS))}"
-        ) from None
-    return function(model, images, classes, **options)
+    return registry.method(method).explain(model, images, classes, **options)
