@@ -3,20 +3,22 @@
 import re
 from pathlib import Path
 
+import numpy as np
+
 from shamsul_utils import explainers
 from shamsul_utils.config import load_profile
 from shamsul_utils.explainers.registry import REGISTRY, method, study_methods
 
 
 def test_records_are_complete_and_distinct():
-    assert list(REGISTRY) == ["gradcam", "lrp", "lime", "shap"]  # the study's order
-    assert len({record.name for record in REGISTRY.values()}) == len({r.colour for r in REGISTRY.values()}) == 4
+    assert list(REGISTRY) == ["gradcam", "lrp", "lime", "shap", "integrated_gradients"]  # the study's order first
+    assert len({record.name for record in REGISTRY.values()}) == len({r.colour for r in REGISTRY.values()}) == 5
     for key, record in REGISTRY.items():
         assert record.explain is getattr(explainers, key).explain
         assert record.kind in ("gradient", "perturbation") and record.code_version == explainers.code_version(key)
         assert method(record.name) is method(key) is record
     assert study_methods() == {"Grad-CAM": "gradcam", "LRP": "lrp", "LIME": "lime", "SHAP": "shap"}
-    assert [record.signed for record in REGISTRY.values()] == [False, True, True, True]
+    assert [record.signed for record in REGISTRY.values()] == [False, True, True, True, True]
 
 
 def test_options_translate_one_vocabulary_into_each_librarys_names():
@@ -47,3 +49,34 @@ def test_no_module_outside_the_registry_names_a_method():
             if pattern.search(line) and not any(path.name == name and text in line for name, text in allowed):
                 found.append(f"{path.name}:{number}: {line.strip()}")
     assert not found, "\n".join(found)
+
+
+def test_integrated_gradients_is_one_module_and_one_record_and_obeys_completeness():
+    """The axiom is the independent truth: each map sums to the logit's change from the baseline."""
+    import torch
+
+    from shamsul_utils.models import IMAGENET_MEAN, IMAGENET_STD, build_model
+
+    torch.manual_seed(0)
+    model = build_model("densenet_small", growth_rate=4, block_config=(1, 1)).double().eval()
+    images = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    record = method("Integrated Gradients")
+    assert not record.study and "Integrated Gradients" not in study_methods() and not record.cheap
+    name, options = record.options(load_profile("smoke"))
+    assert name == "integrated_gradients" and options == {"n_steps": 32, "baseline": "black"}
+    maps = explainers.explain("integrated_gradients", model, images, [1, 5], batch_size=16, n_steps=64)
+    assert maps.shape == (2, 2, 32, 32)
+    black = ((0.0 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)).double().view(1, 3, 1, 1)
+    with torch.no_grad():
+        change = (model(images) - model(black.expand_as(images)))[:, [1, 5]].numpy()
+    from captum.attr import IntegratedGradients
+
+    for row in range(2):
+        for column, target in enumerate((1, 5)):
+            plain, delta = IntegratedGradients(model).attribute(
+                images[row:row + 1], baselines=black.expand(1, 3, 32, 32), target=target, n_steps=64,
+                return_convergence_delta=True)
+            # batching over images and classes changes nothing (float32 output)
+            np.testing.assert_allclose(maps[row, column], plain.sum(1)[0].numpy(), rtol=1e-5, atol=1e-7)
+            # completeness, up to the quadrature error captum reports for this piecewise-linear network
+            assert abs(maps[row, column].sum() - change[row, column]) <= abs(float(delta)) + 1e-5

@@ -10,13 +10,15 @@ gradcam     Grad-CAM on the last dense block                 Selvaraju et al. 20
 lrp         LRP: z, epsilon, alpha2-beta1, deep Taylor (z+)  Bach et al. 2015; Montavon et al. 2017
 lime        LIME over quickshift superpixels                 Ribeiro et al. 2016
 shap        Kernel SHAP over 50 SLIC superpixels             Lundberg & Lee 2017
+integrated_ Integrated Gradients (not compared in the study) Sundararajan et al. 2017
+gradients
 =========== ================================================ =====================================
 
 Examples
 --------
 >>> from shamsul_utils import explainers
 >>> sorted(explainers.EXPLAINERS)
-['gradcam', 'lime', 'lrp', 'shap']
+['gradcam', 'integrated_gradients', 'lime', 'lrp', 'shap']
 """
 
 import functools

@@ -57,6 +57,8 @@ class Method:
     _settings: Callable = lambda profile: {}
     _options: Callable = lambda settings: {}
     _extra_samples: int = 0  # samples evaluated besides n_samples (Kernel SHAP: the empty and full coalitions)
+    _cheap: bool | None = None  # None: cheap when kind is "gradient"
+    study: bool = True  # one of the paper's four methods, compared in notebooks 03-08
 
     @property
     def explain(self) -> Callable:
@@ -64,8 +66,8 @@ class Method:
 
     @property
     def cheap(self) -> bool:
-        """A few model passes per image (gradients), not ~1000 (perturbations)."""
-        return self.kind == "gradient"
+        """A few model passes per image (Grad-CAM, LRP), not ~1000 (perturbations)."""
+        return self.kind == "gradient" if self._cheap is None else self._cheap
 
     @property
     def chunk(self) -> int:
@@ -121,6 +123,12 @@ REGISTRY: dict[str, Method] = {record.key: record for record in (
                                       "seed": profile.seed},
            _options=lambda settings: {"nsamples": settings["n_samples"], "seed": settings["seed"],
                                       "fill": settings["fill"]}, _extra_samples=2),
+    # Not the paper's: for the library and workshops (a gradient method with an axiom to check).
+    Method("integrated_gradients", "Integrated Gradients", "#66a61e", signed=True, kind="gradient",
+           sources=("integrated_gradients.py", "_common.py"), libraries=("torch", "captum"),
+           _settings=lambda profile: {"n_samples": 32, "fill": "black"},
+           _options=lambda settings: {"n_steps": settings["n_samples"], "baseline": settings["fill"]},
+           _cheap=False, study=False),
 )}
 
 
@@ -147,4 +155,4 @@ def by_name() -> dict[str, Method]:
 
 def study_methods() -> dict[str, str]:
     """``{name: key}`` of the methods the study compares, in order (``study.METHODS``)."""
-    return {record.name: record.key for record in REGISTRY.values()}
+    return {record.name: record.key for record in REGISTRY.values() if record.study}
