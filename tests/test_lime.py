@@ -8,7 +8,7 @@ import torch
 from model_checks import counting_calls
 
 from shamsul_utils.explainers import lime as lime_explainer
-from shamsul_utils.explainers._perturbation import evaluation_mode, unnormalise
+from shamsul_utils.explainers._perturbation import inference_evaluation_mode, unnormalise
 from shamsul_utils.models import IMAGENET_MEAN, IMAGENET_STD, build_model
 
 NUM_SAMPLES = 100
@@ -68,7 +68,7 @@ def _lime_reference(model, image, seed, hide_color):
 def test_equals_lime_local_exp(model, images, seed, hide_color):
     image = images[0]
     segments, expected = _lime_reference(model, image, seed, hide_color)
-    with evaluation_mode(model):
+    with inference_evaluation_mode(model):
         result = lime_explainer.explain_segments(
             model,
             image,
@@ -114,11 +114,16 @@ def test_deterministic_batched_and_class_subset(model, images):
     )
 
 
-def test_restores_training_flag(model, images):
+def test_restores_every_modules_training_flag(model, images):
+    """Each module's own flag comes back, not only the top-level one (a model with one BatchNorm
+    frozen in eval mode, as in fine-tuning, stays that way)."""
     model.train()
+    frozen = next(module for module in model.modules() if isinstance(module, torch.nn.BatchNorm2d))
+    frozen.eval()
+    before = [module.training for module in model.modules()]
     try:
         lime_explainer.explain(model, images[:1], [0], num_samples=10)
-        assert model.training
+        assert [module.training for module in model.modules()] == before
     finally:
         model.eval()
 

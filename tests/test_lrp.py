@@ -325,3 +325,18 @@ def test_bad_options_are_one_line_value_errors(trained, images):
         lrp.explain(trained, images[:, :2])
     with pytest.raises(ValueError, match="DenseNet"):
         lrp.explain(torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.Flatten()), images, [0])
+
+
+@pytest.mark.parametrize("rule", ["epsilon", "epsilon_plus_flat"])
+def test_the_zennit_engine_is_the_plain_route(bn_model, images64, rule):
+    """``engine="zennit"`` (zennit's attributor, public API only) equals the test's own zennit loop
+    and the class-batched engine."""
+    classes = [0, 5, 13]
+    reference = _zennit_per_class(bn_model, lrp.make_composite(rule), images64, classes)
+    plain = lrp.explain(bn_model, images64, classes, rule=rule, engine="zennit")
+    batched = lrp.explain(bn_model, images64, classes, rule=rule)
+    scale = np.abs(reference).max()
+    np.testing.assert_allclose(plain, reference, rtol=0, atol=1e-6 * scale)  # explain returns float32
+    np.testing.assert_allclose(batched, plain, rtol=0, atol=1e-6 * scale)
+    with pytest.raises(ValueError, match="engine must be"):
+        lrp.explain(bn_model, images64, classes, engine="fast")

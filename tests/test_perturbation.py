@@ -9,7 +9,7 @@ from model_checks import module_state
 from torch import nn
 
 from shamsul_utils.explainers import _perturbation
-from shamsul_utils.explainers._perturbation import CoalitionModel, evaluation_mode
+from shamsul_utils.explainers._perturbation import CoalitionModel, inference_evaluation_mode
 from shamsul_utils.models import build_model
 
 CLASSES = list(range(14))
@@ -54,7 +54,7 @@ def _masked_reference(model, image, fill, segments, coalitions):
 def test_shortcut_equals_the_masked_images(densenet):
     image, fill, segments, coalitions = _problem()
     reference = _masked_reference(densenet, image, fill, segments, coalitions)
-    with evaluation_mode(densenet):
+    with inference_evaluation_mode(densenet):
         fast = CoalitionModel(densenet, image, fill, segments, CLASSES, batch_size=10)
         plain = CoalitionModel(densenet, image, fill, segments, CLASSES, batch_size=10, shortcut=False)
         fast_out, plain_out = fast(coalitions), plain(coalitions)
@@ -70,7 +70,7 @@ def test_shortcut_equals_the_masked_images(densenet):
 def test_shortcut_leaves_the_model_as_it_was(densenet):
     image, fill, segments, coalitions = _problem(seed=2)
     before = module_state(densenet)
-    with evaluation_mode(densenet):
+    with inference_evaluation_mode(densenet):
         CoalitionModel(densenet, image, fill, segments, [3], batch_size=8)(coalitions)
     assert module_state(densenet) == before
 
@@ -106,7 +106,7 @@ def test_models_it_does_not_fit_run_the_plain_route(model_class):
     model = model_class().eval()
     image, fill, segments, coalitions = _problem(seed=3)
     reference = _masked_reference(model, image, fill, segments, coalitions)
-    with evaluation_mode(model):
+    with inference_evaluation_mode(model):
         predictor = CoalitionModel(model, image, fill, segments, CLASSES, batch_size=16)
         out = predictor(coalitions)
     assert not predictor.uses_shortcut
@@ -115,7 +115,7 @@ def test_models_it_does_not_fit_run_the_plain_route(model_class):
 
 def test_too_many_segments_or_too_little_memory_run_the_plain_route(densenet, monkeypatch):
     image, fill, segments, coalitions = _problem(seed=4)
-    with evaluation_mode(densenet):
+    with inference_evaluation_mode(densenet):
         monkeypatch.setattr(_perturbation, "SHORTCUT_MAX_BYTES", 1024)
         small_budget = CoalitionModel(densenet, image, fill, segments, CLASSES, batch_size=16)
         small_budget(coalitions)

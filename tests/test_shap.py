@@ -8,7 +8,7 @@ import torch
 from model_checks import counting_calls
 
 from shamsul_utils.explainers import shap as shap_explainer
-from shamsul_utils.explainers._perturbation import evaluation_mode, unnormalise
+from shamsul_utils.explainers._perturbation import inference_evaluation_mode, unnormalise
 from shamsul_utils.models import IMAGENET_MEAN, IMAGENET_STD, build_model
 
 NSAMPLES = 200
@@ -57,7 +57,7 @@ def _plain_shap(model, image, segments, fill_value, seed, l1_reg):
 @pytest.mark.parametrize(("fill", "l1_reg", "seed"), [("mean", "aic", 0), ("paper", False, 4)])
 def test_equals_plain_kernel_explainer_and_is_efficient(model, images, fill, l1_reg, seed):
     image = images[0]
-    with evaluation_mode(model):
+    with inference_evaluation_mode(model):
         result = shap_explainer.explain_segments(
             model,
             image,

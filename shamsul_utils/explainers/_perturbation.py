@@ -26,14 +26,14 @@ from torch import nn
 
 from ..models import IMAGENET_MEAN, IMAGENET_STD
 from ._common import check_inputs as _check_common_inputs
-from ._common import model_device, model_dtype
+from ._common import evaluation_mode, model_device, model_dtype
 
 __all__ = [
     "SHORTCUT_MAX_BYTES",
     "CoalitionModel",
     "SegmentExplanation",
     "check_inputs",
-    "evaluation_mode",
+    "inference_evaluation_mode",
     "fill_image",
     "model_device",
     "model_dtype",
@@ -62,15 +62,12 @@ class SegmentExplanation(NamedTuple):
 
 
 @contextlib.contextmanager
-def evaluation_mode(model: nn.Module) -> Iterator[None]:
-    """Put ``model`` in eval mode and inference mode; restore its training flag afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        model.train(was_training)
+def inference_evaluation_mode(model: nn.Module) -> Iterator[None]:
+    """:func:`~shamsul_utils.explainers._common.evaluation_mode` (eval mode, every module's own
+    training flag restored afterwards) inside ``torch.inference_mode`` (no gradients: the
+    perturbation methods only run the model forward)."""
+    with evaluation_mode(model), torch.inference_mode():
+        yield
 
 
 def check_inputs(
@@ -238,7 +235,7 @@ class CoalitionModel:
 
     * **plain**: masked images are built in torch on the model's device ``batch_size`` at a
       time (memory holds one batch, never all ``S`` images), in ``channels_last`` memory format
-      (same values; DenseNet convolutions ran about 1.5x faster on CPU than with NCHW input);
+      (same values; DenseNet convolutions run faster on CPU than with NCHW input);
     * **first-layer shortcut** (``shortcut=True``, when it applies): the model's first
       convolution, which sees the image directly, is linear, so its output for a coalition is
       ``conv(fill) + z @ R`` with ``R`` its response to each segment's difference
@@ -252,7 +249,7 @@ class CoalitionModel:
       agree (``rtol=1e-4``); otherwise everything runs the plain route. Like any change of
       batch composition, the route changes the float rounding (about 1e-7), nothing else.
 
-    Call inside :func:`evaluation_mode`.
+    Call inside :func:`inference_evaluation_mode`.
 
     Parameters
     ----------

@@ -21,8 +21,8 @@ from ._perturbation import (
     CoalitionModel,
     SegmentExplanation,
     check_inputs,
-    evaluation_mode,
     fill_image,
+    inference_evaluation_mode,
     model_device,
     model_dtype,
     paint_segments,
@@ -74,7 +74,7 @@ def explain_segments(
 
     The lower-level half of :func:`explain` (which validates the arguments); it returns the
     segments, the ridge coefficients ``[C, M]`` and the intercepts ``[C]``. Call it inside
-    :func:`~shamsul_utils.explainers._perturbation.evaluation_mode`.
+    :func:`~shamsul_utils.explainers._perturbation.inference_evaluation_mode`.
     """
     import sklearn.metrics
     from sklearn.linear_model import Ridge
@@ -234,7 +234,7 @@ def explain(
         raise ValueError(f"seed must be an int, got {seed!r}")
     height, width = images.shape[2:]
     maps = np.empty((images.shape[0], len(classes), height, width), dtype=np.float32)
-    with evaluation_mode(model):
+    with inference_evaluation_mode(model):
         for i, image in enumerate(images):
             result = explain_segments(
                 model,

@@ -25,8 +25,8 @@ from ._perturbation import (
     CoalitionModel,
     SegmentExplanation,
     check_inputs,
-    evaluation_mode,
     fill_image,
+    inference_evaluation_mode,
     model_device,
     model_dtype,
     paint_segments,
@@ -92,7 +92,7 @@ def explain_segments(
 
     The lower-level half of :func:`explain` (which validates the arguments); it returns the
     segments, the Shapley values ``[C, M]`` and ``f(all hidden)`` ``[C]``. Call it inside
-    :func:`~shamsul_utils.explainers._perturbation.evaluation_mode`.
+    :func:`~shamsul_utils.explainers._perturbation.inference_evaluation_mode`.
     """
     with warnings.catch_warnings():  # shap's import warns about matplotlib colormap API changes
         warnings.simplefilter("ignore", PendingDeprecationWarning)
@@ -144,7 +144,7 @@ def explain_segments(
         return predict(coalitions)
 
     # One BLAS thread for shap's small least-squares problems (a 2 nsamples x M lasso path per
-    # class): multi-threaded BLAS made them up to 8x slower on a busy 2-core machine. The model
+    # class): multi-threaded BLAS made them several times slower on a busy machine. The model
     # (torch) keeps its own threads.
     with _seeded_global_numpy(seed), threadpool_limits(1, user_api="blas"):
         explainer = shap.KernelExplainer(model_function, ends[:1])
@@ -245,8 +245,8 @@ def explain(
       By default the model's first convolution is evaluated from per-segment responses
       instead (``first_layer_shortcut``): the same function of the coalition, float rounding
       aside.
-    * shap's small least-squares problems run with one BLAS thread (threadpoolctl); they were
-      up to 8x slower with multi-threaded BLAS on a busy 2-core machine.
+    * shap's small least-squares problems run with one BLAS thread (threadpoolctl); with
+      multi-threaded BLAS they were several times slower on a busy machine (benchmarks/README.md).
 
     References
     ----------
@@ -279,7 +279,7 @@ def explain(
         raise ValueError(f"l1_reg must be 'aic', 'bic', 'num_features(k)', a number or False, got {l1_reg!r}")
     height, width = images.shape[2:]
     maps = np.empty((images.shape[0], len(classes), height, width), dtype=np.float32)
-    with evaluation_mode(model):
+    with inference_evaluation_mode(model):
         for i, image in enumerate(images):
             result = explain_segments(
                 model,
