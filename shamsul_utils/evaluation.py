@@ -32,6 +32,7 @@ import torch
 from . import metrics, scoring
 from .datasets import describe_sizes
 from .labels import LOCALIZED_CLASSES
+from .models import model_device
 from .segmentation import heatmap_to_mask
 from .study import ExplanationSet, localised_indices
 
@@ -214,7 +215,7 @@ def faithfulness_table(model: torch.nn.Module, explanation: ExplanationSet, heat
     from .labels import CLASSES
 
     rows, classes = _faithfulness_targets(explanation, images)
-    device = next(model.parameters()).device
+    device = model_device(model)
 
     def predict(batch: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():

@@ -23,6 +23,7 @@ __all__ = [
     "build_model",
     "last_dense_block",
     "resolve_device",
+    "model_device",
     "hub_reachable",
     "load_pretrained",
     "model_from_profile",
@@ -93,6 +94,15 @@ def last_dense_block(model: nn.Module) -> nn.Module:
     return blocks[-1]
 
 
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the model's first parameter (or buffer); CPU for a parameter-free module."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
 
 
 def resolve_device(setting: str = "auto") -> torch.device:

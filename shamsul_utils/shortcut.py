@@ -42,6 +42,7 @@ from .datasets import SplitData
 from .explainers.registry import REGISTRY
 from .explainers.registry import method as registry_method
 from .labels import CLASSES, LOCALIZED_CLASSES
+from .models import model_device
 from .phantom import DATASET_FOLDER, PhantomSettings, write_dataset
 from .plots import outline, overlay_heatmap
 
@@ -235,7 +236,7 @@ def predict_tests(models: dict[str, torch.nn.Module], splits: dict[str, Shortcut
         loader = torch.utils.data.DataLoader(datasets.ImageDataset(item.split.table, size), batch_size=batch_size)
         drain = item.has_drain
         for name, model in models.items():
-            probabilities = predict(model, loader, next(model.parameters()).device)[:, column]
+            probabilities = predict(model, loader, model_device(model))[:, column]
             tables.append(pd.DataFrame({"model": name, "test": test, "row": np.arange(len(drain)),
                                         "cxr_id": item.split.table["cxr_id"], "label": item.split.labels[:, column],
                                         "drain": drain, "probability": probabilities}))
@@ -303,7 +304,7 @@ def explanation_subset(split: ShortcutSplit, rows: np.ndarray, model: torch.nn.M
                                          batch_size=64)
     return study.ExplanationSet(table=table, images=images, gray=gray / 255.0,
                                 labels=table[list(CLASSES)].to_numpy(np.float32),
-                                probabilities=predict(model, loader, next(model.parameters()).device),
+                                probabilities=predict(model, loader, model_device(model)),
                                 masks=datasets.masks_for(split.split, table["cxr_id"], classes=LOCALIZED_CLASSES))
 
 

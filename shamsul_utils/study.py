@@ -21,6 +21,7 @@ from .errors import DataError
 from .explainers.registry import method as registry_method
 from .explainers.registry import study_methods
 from .labels import CLASSES, LOCALIZED_CLASSES
+from .models import model_device
 from .store import HeatmapStore, model_fingerprint
 from .training import load_predictions
 
@@ -140,7 +141,7 @@ def explain_cached(profile: Profile, model: torch.nn.Module, explanation: Explan
     chunk = record.chunk
 
     def run(images: torch.Tensor) -> np.ndarray:
-        return explain(model, images.to(next(model.parameters()).device), batch_size=batch_size, **options)
+        return explain(model, images.to(model_device(model)), batch_size=batch_size, **options)
 
     rows = np.arange(len(explanation)) if rows is None else np.asarray(rows)
     if store.missing([explanation.cxr_ids[row] for row in rows]) and (reason := store.superseded_because()):

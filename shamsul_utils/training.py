@@ -35,7 +35,14 @@ from .config import Profile
 from .datasets import ImageDataset, data_path, read_split
 from .files import write_table
 from .labels import CLASSES
-from .models import load_checkpoint, load_pretrained, model_from_profile, resolve_device, save_checkpoint
+from .models import (
+    load_checkpoint,
+    load_pretrained,
+    model_device,
+    model_from_profile,
+    resolve_device,
+    save_checkpoint,
+)
 
 __all__ = ["TrainingResult", "training_fingerprint", "train", "predict", "mean_auroc", "predict_split",
            "load_predictions"]
@@ -310,7 +317,7 @@ def predict_split(profile: Profile, model: nn.Module, split, *, batch_size: int 
     """
     from .files import atomic_write_text
 
-    device = next(model.parameters()).device
+    device = model_device(model)
     loader = _loader(ImageDataset(split.table, profile.model.input_size), batch_size, shuffle_seed=None,
                      num_workers=profile.training.num_workers)
     probabilities = predict(model, loader, device)

@@ -43,6 +43,7 @@ from .errors import DataError
 from .explainers.registry import REGISTRY
 from .explainers.registry import method as registry_method
 from .labels import CLASSES, LOCALIZED_CLASSES
+from .models import model_device
 from .segmentation import heatmap_to_mask
 
 __all__ = ["MAX_UPLOAD_BYTES", "MAX_UPLOAD_SIDE", "MIN_UPLOAD_SIDE", "UploadError", "decode_upload", "Upload",
@@ -331,7 +332,7 @@ class Explorer:
             picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))),
                                      Image.Resampling.BILINEAR)
         image = datasets.normalize(model_input)
-        device = next(self.model.parameters()).device
+        device = model_device(self.model)
         with torch.inference_mode():
             probabilities = torch.sigmoid(self.model(image[None].to(device))).cpu().numpy()[0]
         self._uploads += 1
@@ -355,7 +356,7 @@ class Explorer:
         else:
             record = registry_method(module)
             _, options = record.options(self.config)
-            device = next(self.model.parameters()).device
+            device = model_device(self.model)
             samples = record.samples(self.config)
             with _sample_progress(self.model, samples, f"{name} ({samples} samples)", progress and not record.cheap):
                 maps = _explain(module, self.model, entry.image[None].to(device),

@@ -17,16 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models import model_device  # noqa: F401 - re-exported for the explainers
+
 __all__ = ["check_inputs", "chunks", "evaluation_mode", "model_device", "model_dtype"]
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Device of the model's first parameter (or buffer); CPU for a parameter-free module."""
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
 
 
 def model_dtype(model: nn.Module) -> torch.dtype:
