@@ -49,15 +49,13 @@ __all__ = ["score_heatmaps", "score_store", "score_segmentations", "summarise", 
 _COLUMNS = ("iou", "gt_present", "pred_present", "hit", "hit_tie_aware")
 
 
-def _ground_truth(ground_truth: dict, cxr_id: str) -> tuple[np.ndarray, tuple[int, int]]:
-    """One image's 10 expert masks ``[10, H, W]`` (empty where the JSON has no entry)."""
-    entry = ground_truth[cxr_id]
-    decoded = {name: decode_mask(rle, where=f"{cxr_id}/{name}") for name, rle in entry.items()}
-    shapes = {mask.shape for mask in decoded.values()}
-    if len(shapes) != 1:
-        raise DataError(f"{cxr_id}: ground-truth masks of one image differ in size: {sorted(shapes)}")
-    shape = shapes.pop()
-    return np.stack([decoded.get(name, np.zeros(shape, bool)) for name in LOCALIZED_CLASSES]), shape
+def _expert_masks(ground_truth: dict, cxr_ids: list[str]):
+    """The ground truth's masks of the 10 localised classes, one image at a time (the study's own
+    :class:`~shamsul_utils.datasets.ExpertMasks`: every entry checked before it is decoded)."""
+    from .datasets import ExpertMasks, SplitData
+
+    split = SplitData("ground truth", pd.DataFrame({"cxr_id": [], "image_path": []}), ground_truth)
+    return ExpertMasks(split, cxr_ids, check_image_size=False)
 
 
 def _check_ids(predicted: dict, ground_truth: dict, what: str) -> list[str]:
@@ -85,8 +83,10 @@ def score_heatmaps(folder, ground_truth_path, *, signed: str = "positive",
     heatmaps = import_heatmap_pkls(folder)
     ground_truth = read_segmentations(ground_truth_path)
     tables = []
-    for cxr_id in _check_ids(heatmaps, ground_truth, str(folder)):
-        truth, size = _ground_truth(ground_truth, cxr_id)
+    ids = _check_ids(heatmaps, ground_truth, str(folder))
+    masks = _expert_masks(ground_truth, ids)
+    for row, cxr_id in enumerate(ids):
+        truth, size = masks[row], masks.sizes[row]
         entries = heatmaps[cxr_id]
         absent = [name for name in LOCALIZED_CLASSES if name not in entries]
         if absent:
@@ -121,7 +121,9 @@ def score_store(folder, ground_truth_path, *, signed: str = "positive") -> pd.Da
     ground_truth = read_segmentations(ground_truth_path)
     localised = [CLASSES.index(name) for name in LOCALIZED_CLASSES]
     tables = []
-    for cxr_id in _check_ids(files, ground_truth, str(folder)):
+    ids = _check_ids(files, ground_truth, str(folder))
+    masks = _expert_masks(ground_truth, ids)
+    for row, cxr_id in enumerate(ids):
         try:
             with np.load(files[cxr_id]) as content:
                 maps = content["heatmap"]
@@ -129,7 +131,7 @@ def score_store(folder, ground_truth_path, *, signed: str = "positive") -> pd.Da
             raise DataError(f"{files[cxr_id]}: not a heatmap file of this project ({type(error).__name__})") from None
         if maps.ndim != 3 or len(maps) != len(CLASSES):
             raise DataError(f"{files[cxr_id]}: maps of shape {maps.shape}; expected ({len(CLASSES)}, h, w)")
-        truth, size = _ground_truth(ground_truth, cxr_id)
+        truth, size = masks[row], masks.sizes[row]
         tables.append(_rows(cxr_id, size, np.stack(score_image(maps[localised], truth, signed=signed))))
     return pd.concat(tables, ignore_index=True)
 
@@ -139,8 +141,10 @@ def score_segmentations(path, ground_truth_path) -> pd.DataFrame:
     predicted = read_segmentations(path)
     ground_truth = read_segmentations(ground_truth_path)
     tables = []
-    for cxr_id in _check_ids(predicted, ground_truth, str(path)):
-        truth, size = _ground_truth(ground_truth, cxr_id)
+    ids = _check_ids(predicted, ground_truth, str(path))
+    masks = _expert_masks(ground_truth, ids)
+    for row, cxr_id in enumerate(ids):
+        truth, size = masks[row], masks.sizes[row]
         values = np.full((len(_COLUMNS), len(LOCALIZED_CLASSES)), np.nan)
         for column, name in enumerate(LOCALIZED_CLASSES):
             rle = predicted[cxr_id].get(name)
