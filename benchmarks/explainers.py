@@ -64,8 +64,13 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout without install
 
 from shamsul_utils.datasets import normalize  # noqa: E402
 from shamsul_utils.explainers import gradcam, lime, lrp, shap  # noqa: E402
-from shamsul_utils.explainers._perturbation import unnormalise  # noqa: E402
-from shamsul_utils.models import IMAGENET_MEAN, IMAGENET_STD, build_model, last_dense_block  # noqa: E402
+from shamsul_utils.models import (  # noqa: E402
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    build_model,
+    denormalize,  # noqa: E402
+    last_dense_block,
+)
 from shamsul_utils.phantom import PhantomSettings, generate_case  # noqa: E402
 
 NUM_CLASSES = 14
@@ -115,7 +120,7 @@ class Bench:
         self.model = model.eval().to(memory_format=torch.channels_last)
         case = generate_case(0, "test", 0, PhantomSettings(image_size=self.spec.size))
         self.image = normalize(case.image)[None].contiguous()
-        self.unit = np.clip(unnormalise(self.image)[0], 0.0, 1.0)
+        self.unit = np.clip(denormalize(self.image)[0], 0.0, 1.0)
 
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         """``sigmoid(model(batch))``, ``BATCH`` images per forward, in inference mode."""

@@ -126,6 +126,9 @@ class ExplainConfig:
     lime_samples: int = 1000
     shap_samples: int = 1000
     shap_fill: str = "mean"
+    # Registered methods outside the paper's four (e.g. integrated_gradients), explained in
+    # notebook 03 and evaluated beside the four in notebooks 07-08 (not across seeds).
+    extra_methods: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -408,6 +411,15 @@ def _validate(profile: Profile, where: str) -> None:
         unknown = [rule for rule in rules if rule not in RULES]
         if unknown:
             raise DataError(f"{where}: {key} has {unknown[0]!r}; expected one of {', '.join(RULES)}")
+    from .explainers.registry import REGISTRY
+
+    for key in profile.explain.extra_methods:
+        if key not in REGISTRY or REGISTRY[key].study:
+            others = [name for name, record in REGISTRY.items() if not record.study]
+            raise DataError(f"{where}: explain.extra_methods has {key!r}; expected methods outside the study's "
+                            f"four: {', '.join(others)}")
+    if len(set(profile.explain.extra_methods)) != len(profile.explain.extra_methods):
+        raise DataError(f"{where}: explain.extra_methods {list(profile.explain.extra_methods)} repeats a method")
     seeds = (profile.training_seed, *profile.training.extra_seeds)
     if len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise DataError(f"{where}: training.extra_seeds {list(profile.training.extra_seeds)} must be distinct, "

@@ -31,7 +31,7 @@ from .chexlocalize import check_rle, cxr_id_from_path, decode_mask, read_segment
 from .config import Profile
 from .errors import DataError
 from .labels import CLASSES, LOCALIZED_CLASSES
-from .models import IMAGENET_MEAN, IMAGENET_STD
+from .models import normalize
 
 __all__ = [
     "METADATA_COLUMNS",
@@ -44,7 +44,6 @@ __all__ = [
     "load_image",
     "load_images",
     "normalize",
-    "denormalize",
     "image_size",
     "masks_for",
     "ExpertMasks",
@@ -54,6 +53,7 @@ __all__ = [
     "label_statistics",
     "verify_split_files",
     "select_examples",
+    "resize_nearest",
 ]
 
 METADATA_COLUMNS: tuple[str, ...] = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
@@ -256,24 +256,6 @@ def load_images(paths: Sequence[str | Path], size: int) -> np.ndarray:
     return np.stack([load_image(path, size) for path in paths]) if len(paths) else np.zeros((0, size, size), np.uint8)
 
 
-def normalize(gray: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 ``[..., H, W]`` grayscale to float ``[..., 3, H, W]``, ImageNet-normalised."""
-    if isinstance(gray, torch.Tensor):
-        tensor = gray.to(torch.float32) / 255.0
-    else:
-        tensor = torch.from_numpy(np.asarray(gray, dtype=np.float32) / np.float32(255.0))
-    tensor = tensor.unsqueeze(-3).expand(*tensor.shape[:-2], 3, *tensor.shape[-2:])
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return ((tensor - mean) / std).contiguous()
-
-
-def denormalize(images: torch.Tensor) -> np.ndarray:
-    """ImageNet-normalised ``[..., 3, H, W]`` back to float ``[..., H, W]`` in [0, 1] (first channel)."""
-    mean, std = IMAGENET_MEAN[0], IMAGENET_STD[0]
-    return (images[..., 0, :, :].detach().cpu().numpy() * std + mean).clip(0, 1)
-
-
 def image_size(path: str | Path) -> tuple[int, int]:
     """``(height, width)`` of an image file, read from its header only."""
     try:
@@ -308,6 +290,19 @@ def _check_image_fits(cxr_id: str, path: str | Path, mask_shape: tuple[int, int]
                         f"same size nor a downscaled copy ({path})")
 
 
+def resize_nearest(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Masks ``[..., h, w]`` on another grid ``shape`` by nearest neighbour (pixel ``i`` takes source
+    row ``floor(i * h / H)``): for display only, never for scoring (scores are computed at the
+    masks' own size). The array itself when the size already matches.
+    """
+    height, width = masks.shape[-2:]
+    if (height, width) == tuple(shape):
+        return masks
+    rows = (np.arange(shape[0]) * height / shape[0]).astype(int)
+    columns = (np.arange(shape[1]) * width / shape[1]).astype(int)
+    return masks[..., rows, :][..., columns]
+
+
 def masks_for(split: SplitData, cxr_ids: Sequence[str], *, size: int | None = None,
               classes: Sequence[str] = LOCALIZED_CLASSES, check_image_size: bool = True) -> np.ndarray:
     """Ground-truth masks, bool ``[N, len(classes), h, w]``, all in memory.
@@ -334,10 +329,8 @@ def masks_for(split: SplitData, cxr_ids: Sequence[str], *, size: int | None = No
         if check_image_size and cxr_id in paths:
             _check_image_fits(cxr_id, paths[cxr_id], shape)
         per_class = np.stack([decoded.get(name, np.zeros(shape, bool)) for name in classes])
-        if size is not None and shape != (size, size):
-            rows = (np.arange(size) * shape[0] / size).astype(int)
-            columns = (np.arange(size) * shape[1] / size).astype(int)
-            per_class = per_class[:, rows][:, :, columns]
+        if size is not None:
+            per_class = resize_nearest(per_class, (size, size))
         stacks.append(per_class)
     sizes = {mask.shape for mask in stacks}
     if len(sizes) > 1:
@@ -524,10 +517,16 @@ class ImageDataset(torch.utils.data.Dataset):
         flipped radiograph is dextrocardia, an anatomy the test set does not contain.
     seed : int
         Seeds the augmentation per item and epoch (set ``epoch`` before each epoch).
+    cache_bytes : int
+        Keep the decoded, resized images in memory when they all fit in this many bytes
+        (uint8 ``size x size`` each; the demo's 3000 training images take 49 MB): every epoch after
+        the first reads no file. Only in the process that made the dataset: DataLoader workers
+        (``num_workers > 0``, the paper profile) decode from disk as before. The items are the same
+        either way (``tests/test_datasets.py``).
     """
 
     def __init__(self, table: pd.DataFrame, size: int, *, augment_shift: float = 0.0,
-                 horizontal_flip: bool = False, seed: int = 0):
+                 horizontal_flip: bool = False, seed: int = 0, cache_bytes: int = 256 * 2**20):
         self.paths = table["image_path"].tolist()
         self.labels = torch.as_tensor(table[list(CLASSES)].to_numpy(np.float32))
         self.size = size
@@ -535,12 +534,23 @@ class ImageDataset(torch.utils.data.Dataset):
         self.horizontal_flip = horizontal_flip
         self.seed = seed
         self.epoch = 0
+        self._cache: dict[int, np.ndarray] | None = {} if len(self.paths) * size * size <= cache_bytes else None
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def _gray(self, index: int) -> np.ndarray:
+        if self._cache is None or torch.utils.data.get_worker_info() is not None:
+            return load_image(self.paths[index], self.size)
+        gray = self._cache.get(index)
+        if gray is None:
+            gray = load_image(self.paths[index], self.size)
+            gray.setflags(write=False)  # shared by every epoch: never changed in place
+            self._cache[index] = gray
+        return gray
+
     def __getitem__(self, index: int):
-        gray = load_image(self.paths[index], self.size)
+        gray = self._gray(index)
         if self.augment_shift > 0 or self.horizontal_flip:
             rng = np.random.default_rng((self.seed, self.epoch, index))
             if self.augment_shift > 0:

@@ -267,7 +267,7 @@ def sanity_analysis(profile, model: torch.nn.Module, randomised: torch.nn.Module
     from .explainers.registry import method as registry_method
 
     tables = []
-    for name, method in study.METHODS.items():
+    for name, method in study.methods(profile).items():
         subset = registry_method(method).sanity_rows(rows)
         random_maps = study.explain_cached(profile, randomised, explanation, method, rows=subset, progress=False)
         tables.append(sanity_table(name, heatmaps[name][subset], random_maps, explanation, subset))

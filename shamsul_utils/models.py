@@ -20,6 +20,8 @@ from .labels import CLASSES
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "normalize",
+    "denormalize",
     "build_model",
     "last_dense_block",
     "resolve_device",
@@ -41,6 +43,30 @@ __all__ = [
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+def normalize(gray) -> torch.Tensor:
+    """uint8 grayscale ``[..., H, W]`` (array or tensor) to the models' input: float32
+    ``[..., 3, H, W]``, the gray value repeated in the three channels, ImageNet-normalised."""
+    import numpy as np
+
+    if isinstance(gray, torch.Tensor):
+        tensor = gray.to(torch.float32) / 255.0
+    else:
+        tensor = torch.from_numpy(np.asarray(gray, dtype=np.float32) / np.float32(255.0))
+    tensor = tensor.unsqueeze(-3).expand(*tensor.shape[:-2], 3, *tensor.shape[-2:])
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return ((tensor - mean) / std).contiguous()
+
+
+def denormalize(images: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """The inverse of :func:`normalize` for images normalised with ``mean`` and ``std``: the RGB
+    images ``images * std + mean`` as float64 numpy ``[N, H, W, 3]`` (not clipped)."""
+    import numpy as np
+
+    array = images.detach().to("cpu", torch.float64).numpy().transpose(0, 2, 3, 1)
+    return array * np.asarray(std, dtype=np.float64) + np.asarray(mean, dtype=np.float64)
 
 
 def build_model(

@@ -350,27 +350,32 @@ def predictions_figure(images: np.ndarray, labels: np.ndarray, probabilities: np
 
 # ---------------------------------------------------------------------- explainers (notebooks 03-06)
 
-def explanation_overlays_figure(explanation, heatmaps: np.ndarray, instances, *, method: str, signed: bool,
-                                columns: int = 6, title: str = ""):
+def explanation_overlays_figure(explanation, heatmaps: np.ndarray, instances, *, method: str,
+                                variant: str = "", columns: int = 6, title: str = ""):
     """Heatmaps of one method over their radiographs, expert mask outlined in blue.
 
-    ``instances`` is :func:`shamsul_utils.study.showcase`'s list ``[(row, class, kind)]``; each
-    panel is captioned with the class, the kind of instance and the model's probability.
+    ``method`` is a key or name of the registry, which says whether its maps are signed;
+    ``variant`` is added to its name in the title (e.g. LRP's rule). ``instances`` is
+    :func:`shamsul_utils.study.showcase`'s list ``[(row, class, kind)]``; each panel is captioned
+    with the class, the kind of instance and the model's probability.
     """
     from .labels import CLASSES, LOCALIZED_CLASSES
 
+    record = registry_method(method)
+    name = f"{record.name} ({variant})" if variant else record.name
     figure, axes = image_grid(len(instances), columns=columns, size=2.1,
-                              title=title or f"{method}: heatmaps of chosen instances (blue: expert mask)")
-    for axis, (row, name, kind) in zip(axes, instances, strict=True):
-        index = CLASSES.index(name)
-        mask = explanation.masks[row, LOCALIZED_CLASSES.index(name)] if name in LOCALIZED_CLASSES else None
+                              title=title or f"{name}: heatmaps of chosen instances (blue: expert mask)")
+    for axis, (row, class_name, kind) in zip(axes, instances, strict=True):
+        index = CLASSES.index(class_name)
+        mask = (explanation.masks[row, LOCALIZED_CLASSES.index(class_name)] if class_name in LOCALIZED_CLASSES
+                else None)
         gray = explanation.gray[row]
         if mask is not None and mask.shape != gray.shape:
-            from scipy import ndimage
+            from .datasets import resize_nearest
 
-            mask = ndimage.zoom(mask.astype(np.uint8), np.array(gray.shape) / mask.shape, order=0).astype(bool)
-        overlay_heatmap(axis, gray, heatmaps[row, index], mask=mask, signed=signed,
-                        title=f"{name}\n{kind}, p={explanation.probabilities[row, index]:.2f}")
+            mask = resize_nearest(mask, gray.shape)
+        overlay_heatmap(axis, gray, heatmaps[row, index], mask=mask, signed=record.signed,
+                        title=f"{class_name}\n{kind}, p={explanation.probabilities[row, index]:.2f}")
     return figure
 
 
@@ -604,5 +609,112 @@ def methods_grid_figure(explanation, scores: dict, heatmaps: dict, row: int, cla
                         title=f"{method}\nIoU {np.nan_to_num(score.iou[row, column]):.2f}")
     figure.suptitle(title or f"{class_name}, p={explanation.probabilities[row, class_index]:.2f}: "
                              "all methods on one image (blue: expert, red: segmentation)")
+    figure.tight_layout()
+    return figure
+
+
+# ------------------------------------------------------------------ the shortcut experiment (notebook 10)
+
+# Regions of an image in the shortcut experiment (disjoint, covering it), in the tables' order.
+SHORTCUT_REGION_COLOURS = {"confounder": "#e6b800", "lesion": "#1a66ff", "overlap": "#2ca25f", "rest": "#999999"}
+
+
+
+def shortcut_auroc_figure(aurocs, predictions, finding: str, *, title: str = ""):
+    """AUROC per model on the confounded and clean tests (95 % CI), and each patient's probability in both."""
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [1, 1.2]})
+    models = list(dict.fromkeys(aurocs["model"]))
+    colours = {"confounded": SHORTCUT_REGION_COLOURS["confounder"], "clean": "#555555"}
+    for offset, test in ((-0.12, "confounded"), (0.12, "clean")):
+        part = aurocs[aurocs["test"] == test].set_index("model").loc[models]
+        x = np.arange(len(models)) + offset
+        left.errorbar(x, part["auroc"], yerr=[part["auroc"] - part["low"], part["high"] - part["auroc"]], fmt="o",
+                      color=colours[test], capsize=4, label=f"{test} test")
+    left.set_xticks(np.arange(len(models)), models)
+    left.axhline(0.5, color="grey", lw=0.8, ls=":")
+    left.set_ylabel(f"{finding} AUROC (95 % CI)")
+    left.set_ylim(min(0.45, float(aurocs.loc[aurocs["test"] != "drop", "low"].min()) - 0.05), 1.01)
+    left.legend(loc="lower left", fontsize=8)
+    left.set_title("same patients, with and without the drain", fontsize=9)
+    shortcut = predictions[predictions["model"] == models[0]]
+    wide = shortcut.pivot(index="row", columns="test", values="probability")
+    info = shortcut[shortcut["test"] == "confounded"].set_index("row")
+    for label, drain, marker, colour, text in ((1, True, "o", "#d62728", "positive, drain"),
+                                               (1, False, "s", "#ff9896", "positive, no drain"),
+                                               (0, True, "^", SHORTCUT_REGION_COLOURS["confounder"], "negative, drain"),
+                                               (0, False, ".", "#bbbbbb", "negative, no drain")):
+        rows = info.index[(info["label"] == label) & (info["drain"] == drain)]
+        if len(rows):
+            right.scatter(wide.loc[rows, "confounded"], wide.loc[rows, "clean"], marker=marker, s=18, color=colour,
+                          label=f"{text} ({len(rows)})", alpha=0.85, zorder=3 if drain else 2)
+    right.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+    right.set_xlabel("probability, confounded image")
+    right.set_ylabel("probability, same image without drain")
+    right.set_title(f"{models[0]} model: {finding} probability per patient", fontsize=9)
+    right.legend(fontsize=7, loc="upper left")
+    figure.suptitle(title or f"Shortcut: {finding} AUROC with and without the drain")
+    figure.tight_layout()
+    return figure
+
+
+def shortcut_shares_figure(summary, *, title: str = ""):
+    """Per method: share of positive attribution mass and enrichment (mass / area) per region, 95 % CIs."""
+    import matplotlib.ticker
+
+    methods = list(dict.fromkeys(summary["method"]))
+    regions = [region for region in SHORTCUT_REGION_COLOURS if region != "rest"]
+    figure, axes = plt.subplots(1, 2, figsize=(max(10, 2.2 * len(methods)), 3.8))
+    width = 0.8 / len(regions)
+    for axis, quantity, label in ((axes[0], "mass", "share of positive attribution mass"),
+                                  (axes[1], "enrichment", "enrichment = mass share / area share")):
+        for index, region in enumerate(regions):
+            part = summary[summary["region"] == region].set_index("method").loc[methods]
+            x = np.arange(len(methods)) + (index - (len(regions) - 1) / 2) * width
+            axis.bar(x, part[quantity], width, color=SHORTCUT_REGION_COLOURS[region], label=region,
+                     yerr=[np.clip(part[quantity] - part[f"{quantity}_low"], 0, None),
+                           np.clip(part[f"{quantity}_high"] - part[quantity], 0, None)], capsize=3)
+            if quantity == "mass":
+                axis.scatter(x, part["area"], marker="D", s=14, color="white", edgecolors="black", zorder=3,
+                             label="area share (a uniform map)" if index == 0 else None)
+        axis.set_xticks(np.arange(len(methods)), [name.replace(", ", "\n") for name in methods])
+        axis.set_ylabel(label)
+        if quantity == "enrichment":
+            axis.axhline(1.0, color="black", lw=0.8, ls=":")
+            axis.set_yscale("symlog", linthresh=1.0)
+            axis.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    axes[0].legend(fontsize=8)
+    n = int(summary["images"].iloc[0]) if len(summary) else 0
+    figure.suptitle(title or f"Where the attribution mass falls: drain vs lesion ({n} positive images with a drain, 95 % CI)")
+    figure.tight_layout()
+    return figure
+
+
+def shortcut_examples_figure(explanation, heatmaps: dict[str, np.ndarray], confounder: np.ndarray,
+                    lesion: np.ndarray, finding: str, *, images: int = 4, title: str = ""):
+    """Rows: images; columns: the radiograph, then each method's map (lesion blue, drain yellow)."""
+    from .datasets import resize_nearest
+    from .labels import CLASSES
+
+    count = min(images, len(explanation))
+    methods = list(heatmaps)
+    figure, axes = plt.subplots(count, len(methods) + 1, figsize=(2.3 * (len(methods) + 1), 2.4 * count),
+                                squeeze=False)
+    column = CLASSES.index(finding)
+    yellow = np.array([1.0, 0.85, 0.0, 1.0])
+    for row in range(count):
+        gray = explanation.gray[row]
+        drain = outline(resize_nearest(confounder[row], gray.shape))
+        mask = resize_nearest(lesion[row], gray.shape)
+        panels = [("radiograph", None, False)] + [(name, heatmaps[name][row], registry_method(name.split(",")[0]).signed)
+                                                   for name in methods]
+        for axis, (name, heatmap, signed) in zip(axes[row], panels, strict=True):
+            caption = f"p={explanation.probabilities[row, column]:.2f}" if heatmap is None else name
+            overlay_heatmap(axis, gray, heatmap, mask=mask, signed=signed, title=caption)
+            overlay = np.zeros((*drain.shape, 4))
+            overlay[drain] = yellow
+            axis.imshow(overlay, extent=(-0.5, gray.shape[1] - 0.5, gray.shape[0] - 0.5, -0.5),
+                        interpolation="nearest")
+    figure.suptitle(title or f"{finding}: lesion (blue) and chest drain (yellow) under each method's map")
     figure.tight_layout()
     return figure

@@ -69,6 +69,16 @@ def _check_ids(predicted: dict, ground_truth: dict, what: str) -> list[str]:
     return sorted(ground_truth)
 
 
+def _each_image(predicted: dict, ground_truth_path, what: str):
+    """``(cxr_id, masks [10, H, W], (H, W))`` of every ground-truth image, in id order, after
+    checking that ``predicted`` holds exactly the ground truth's images (one image's masks at a time)."""
+    ground_truth = read_segmentations(ground_truth_path)
+    ids = _check_ids(predicted, ground_truth, what)
+    masks = _expert_masks(ground_truth, ids)
+    for row, cxr_id in enumerate(ids):
+        yield cxr_id, masks[row], masks.sizes[row]
+
+
 def _rows(cxr_id: str, size: tuple[int, int], values: np.ndarray) -> pd.DataFrame:
     table = pd.DataFrame({"cxr_id": cxr_id, "task": [CHEXLOCALIZE_TASK_NAMES[name] for name in LOCALIZED_CLASSES]})
     for name, column in zip(_COLUMNS, values, strict=True):
@@ -81,12 +91,8 @@ def score_heatmaps(folder, ground_truth_path, *, signed: str = "positive",
                    probability_cutoff: float | None = None) -> pd.DataFrame:
     """Per-pair scores of a folder of heatmap pickles (see the module docstring)."""
     heatmaps = import_heatmap_pkls(folder)
-    ground_truth = read_segmentations(ground_truth_path)
     tables = []
-    ids = _check_ids(heatmaps, ground_truth, str(folder))
-    masks = _expert_masks(ground_truth, ids)
-    for row, cxr_id in enumerate(ids):
-        truth, size = masks[row], masks.sizes[row]
+    for cxr_id, truth, size in _each_image(heatmaps, ground_truth_path, str(folder)):
         entries = heatmaps[cxr_id]
         absent = [name for name in LOCALIZED_CLASSES if name not in entries]
         if absent:
@@ -118,12 +124,9 @@ def score_store(folder, ground_truth_path, *, signed: str = "positive") -> pd.Da
     files = {path.stem: path for path in sorted(folder.glob("*.npz"))}
     if not files:
         raise DataError(f"{folder}: no <cxr_id>.npz heatmaps (a folder runs/<profile>/heatmaps/<method>/<key>/)")
-    ground_truth = read_segmentations(ground_truth_path)
     localised = [CLASSES.index(name) for name in LOCALIZED_CLASSES]
     tables = []
-    ids = _check_ids(files, ground_truth, str(folder))
-    masks = _expert_masks(ground_truth, ids)
-    for row, cxr_id in enumerate(ids):
+    for cxr_id, truth, size in _each_image(files, ground_truth_path, str(folder)):
         try:
             with np.load(files[cxr_id]) as content:
                 maps = content["heatmap"]
@@ -131,7 +134,6 @@ def score_store(folder, ground_truth_path, *, signed: str = "positive") -> pd.Da
             raise DataError(f"{files[cxr_id]}: not a heatmap file of this project ({type(error).__name__})") from None
         if maps.ndim != 3 or len(maps) != len(CLASSES):
             raise DataError(f"{files[cxr_id]}: maps of shape {maps.shape}; expected ({len(CLASSES)}, h, w)")
-        truth, size = masks[row], masks.sizes[row]
         tables.append(_rows(cxr_id, size, np.stack(score_image(maps[localised], truth, signed=signed))))
     return pd.concat(tables, ignore_index=True)
 
@@ -139,12 +141,8 @@ def score_store(folder, ground_truth_path, *, signed: str = "positive") -> pd.Da
 def score_segmentations(path, ground_truth_path) -> pd.DataFrame:
     """Per-pair IoU of a segmentation JSON (no maps, so no pointing game: hit columns are NaN)."""
     predicted = read_segmentations(path)
-    ground_truth = read_segmentations(ground_truth_path)
     tables = []
-    ids = _check_ids(predicted, ground_truth, str(path))
-    masks = _expert_masks(ground_truth, ids)
-    for row, cxr_id in enumerate(ids):
-        truth, size = masks[row], masks.sizes[row]
+    for cxr_id, truth, size in _each_image(predicted, ground_truth_path, str(path)):
         values = np.full((len(_COLUMNS), len(LOCALIZED_CLASSES)), np.nan)
         for column, name in enumerate(LOCALIZED_CLASSES):
             rle = predicted[cxr_id].get(name)

@@ -24,10 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import metrics
-from .segmentation import heatmap_to_mask, segment_resized_map
+from .segmentation import heatmap_to_mask, resize_maps, segment_resized_map
 
 __all__ = ["ImageScores", "score_image", "score_images"]
 
@@ -92,11 +91,8 @@ def score_image(heatmaps, truth, *, signed: str = "positive", probabilities=None
         if not np.isfinite(heatmap).all():  # checked in float32, where the plain route computes too
             segmentation, first, fraction = _score_plain(heatmap, expert, signed)
         else:
-            resized = torch.from_numpy(heatmap)
-            if tuple(resized.shape) != tuple(size):
-                resized = F.interpolate(resized[None, None], size=tuple(size), mode="bilinear",
-                                        align_corners=False)[0, 0]
-            else:
+            resized = resize_maps(torch.from_numpy(heatmap)[None], size)[0]
+            if tuple(heatmap.shape) == tuple(size):
                 resized = resized.clone()
             maximal = (resized == resized.max()).numpy().ravel()
             flat_expert = expert.ravel()

@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from . import study, training
+from . import metrics, study, training
 from .config import Profile
 
 __all__ = ["seed_profile", "seed_profiles", "train_extra_seeds", "explain_extra_seeds", "explained_rows"]
@@ -93,7 +93,7 @@ def train_extra_seeds(profile: Profile, *, workers: int | None = None) -> pd.Dat
         predictions = training.predict_split(variant, model, test)
         epoch = checkpoint.get("epoch")  # None: a given checkpoint (model.checkpoint), not trained here
         rows.append({"seed": variant.training_seed, "selected epoch": None if epoch is None else int(epoch),
-                     "test mean AUROC": training.mean_auroc(test.labels, predictions[list(CLASSES)].to_numpy())})
+                     "test mean AUROC": metrics.mean_auroc(test.labels, predictions[list(CLASSES)].to_numpy())})
     return pd.DataFrame(rows)
 
 

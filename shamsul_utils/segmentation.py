@@ -125,6 +125,18 @@ def _drop_isolated(masks: np.ndarray) -> np.ndarray:
     return masks & neighbour
 
 
+def resize_maps(maps: torch.Tensor, size) -> torch.Tensor:
+    """Maps ``[k, h, w]`` resized to ``size`` (H, W): step 1 above (bilinear,
+    ``align_corners=False``, float32). The tensor itself when the size already matches.
+
+    The one resize of maps in the project: segmentation, scoring, pointing game, deletion and
+    insertion, and the shortcut experiment's attribution shares use it.
+    """
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+
+
 def _signed_transform(maps: torch.Tensor, signed: str) -> torch.Tensor:
     if signed == "positive":
         return maps.clamp(min=0)
@@ -145,10 +157,7 @@ def _chunks(
         finite = torch.isfinite(part).flatten(1).all(dim=1)
         if not finite.all():
             part = torch.where(torch.isfinite(part), part, torch.zeros((), dtype=part.dtype))
-        if (out_h, out_w) != (height, width):
-            part = F.interpolate(part[:, None], size=(out_h, out_w), mode="bilinear", align_corners=False)[
-                :, 0
-            ]
+        part = resize_maps(part, (out_h, out_w))
         part = _signed_transform(part, signed)
         shifted = part - part.flatten(1).amin(dim=1)[:, None, None]
         spread = shifted.flatten(1).amax(dim=1)

@@ -33,23 +33,22 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from . import datasets, metrics, study
 from .chexlocalize import decode_mask
 from .config import Profile, SplitConfig
 from .datasets import SplitData
 from .explainers.registry import REGISTRY
-from .explainers.registry import method as registry_method
 from .labels import CLASSES, LOCALIZED_CLASSES
+from .metrics.bootstrap import interval_of, resample_indices
+from .metrics.classification import auroc_rows
 from .models import model_device
 from .phantom import DATASET_FOLDER, PhantomSettings, write_dataset
-from .plots import outline, overlay_heatmap
+from .segmentation import resize_maps
 
 __all__ = [
     "CONFOUNDER",
     "REGIONS",
-    "REGION_COLORS",
     "SHORTCUT_MODEL",
     "CONTROL_MODEL",
     "ShortcutSplit",
@@ -70,14 +69,10 @@ __all__ = [
     "share_summary",
     "verdict_table",
     "verdict_text",
-    "auroc_figure",
-    "shares_figure",
-    "examples_figure",
 ]
 
 CONFOUNDER = "Confounder"
 REGIONS: tuple[str, ...] = ("confounder", "lesion", "overlap", "rest")
-REGION_COLORS = {"confounder": "#e6b800", "lesion": "#1a66ff", "overlap": "#2ca25f", "rest": "#999999"}
 _SPLITS = ("train", "valid", "test")
 SHORTCUT_MODEL = "shortcut-trained"
 CONTROL_MODEL = "normal (notebook 02)"
@@ -243,21 +238,9 @@ def predict_tests(models: dict[str, torch.nn.Module], splits: dict[str, Shortcut
     return pd.concat(tables, ignore_index=True)
 
 
-def _auroc_resamples(labels: np.ndarray, scores: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """AUROC of each bootstrap resample (rows of ``indices``); NaN where a resample lacks a class."""
-    from scipy import stats
-
-    y, s = labels[indices].astype(float), scores[indices]
-    positives = y.sum(axis=1)
-    negatives = y.shape[1] - positives
-    ranks = stats.rankdata(s, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        values = ((ranks * y).sum(axis=1) - positives * (positives + 1) / 2) / (positives * negatives)
-    return np.where((positives > 0) & (negatives > 0), values, np.nan)
-
-
-def auroc_table(predictions: pd.DataFrame, *, n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """AUROC of each model on each test split with 95 % bootstrap CIs, and the paired drop.
+def auroc_table(predictions: pd.DataFrame, *, n_resamples: int = 1000, seed: int = 0,
+                confidence: float = 0.95) -> pd.DataFrame:
+    """AUROC of each model on each test split with bootstrap CIs (``confidence``), and the paired drop.
 
     The two tests hold the same patients, so the drop (confounded minus clean) is bootstrapped
     with the same resampled patients for both. Returns columns ``model``, ``test``
@@ -267,16 +250,17 @@ def auroc_table(predictions: pd.DataFrame, *, n_resamples: int = 1000, seed: int
     for name, group in predictions.groupby("model", sort=False):
         by_test = {test: part.sort_values("row") for test, part in group.groupby("test")}
         labels = by_test["confounded"]["label"].to_numpy()
-        indices = np.random.default_rng(seed).integers(0, len(labels), size=(n_resamples, len(labels)))
+        indices = resample_indices(len(labels), n_resamples, seed)
         samples = {}
         for test in ("confounded", "clean"):
             scores = by_test[test]["probability"].to_numpy()
-            estimate = metrics.auroc_auprc(labels[:, None], scores[:, None], n_resamples=n_resamples, seed=seed)
-            samples[test] = _auroc_resamples(labels, scores, indices)
+            estimate = metrics.auroc_auprc(labels[:, None], scores[:, None], n_resamples=n_resamples, seed=seed,
+                                           confidence=confidence)
+            samples[test] = auroc_rows(labels[indices], scores[indices])
             rows.append({"model": name, "test": test, "auroc": estimate["auroc"].iloc[0],
                          "low": estimate["auroc_low"].iloc[0], "high": estimate["auroc_high"].iloc[0]})
         drop = samples["confounded"] - samples["clean"]
-        low, high = np.nanquantile(drop, [0.025, 0.975])
+        low, high = interval_of(drop, confidence, "percentile")
         rows.append({"model": name, "test": "drop", "auroc": rows[-2]["auroc"] - rows[-1]["auroc"],
                      "low": low, "high": high})
         for row in rows[-3:]:
@@ -336,13 +320,6 @@ def control_heatmaps(profile: Profile, models: dict[str, torch.nn.Module], expla
     return {f"{name}, control": value for name, value in maps.items()}
 
 
-def _resize(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    tensor = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))
-    if tuple(tensor.shape[-2:]) != tuple(size):
-        tensor = F.interpolate(tensor[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
-    return tensor.numpy()
-
-
 def attribution_shares(heatmaps, confounder, lesion) -> pd.DataFrame:
     """Where each map's positive attribution mass falls: drain, lesion, their overlap, the rest.
 
@@ -378,7 +355,7 @@ def attribution_shares(heatmaps, confounder, lesion) -> pd.DataFrame:
     maps = np.asarray(heatmaps, dtype=np.float32)
     if maps.ndim != 3 or len(maps) != len(confounder):
         raise ValueError(f"heatmaps {maps.shape} must be (N, h, w) with N = {len(confounder)}")
-    resized = _resize(maps, confounder.shape[-2:])
+    resized = resize_maps(torch.from_numpy(np.ascontiguousarray(maps)), confounder.shape[-2:]).numpy()
     positive = np.clip(np.nan_to_num(resized, nan=0.0), 0.0, None)
     total = positive.sum(axis=(1, 2))
     regions = {"confounder": confounder & ~lesion, "lesion": lesion & ~confounder, "overlap": confounder & lesion,
@@ -456,112 +433,3 @@ def verdict_text(aurocs: pd.DataFrame, summary: pd.DataFrame, verdicts: pd.DataF
                      f"{row['drain_vs_lesion']:.1f} [{row['drain_vs_lesion_low']:.1f}, {row['drain_vs_lesion_high']:.1f}]"
                      f" -> {'reveals the drain' if row['reveals_drain'] else 'does not reveal the drain'}.")
     return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------------ figures
-
-def auroc_figure(aurocs: pd.DataFrame, predictions: pd.DataFrame, finding: str, *, title: str = ""):
-    """AUROC per model on the confounded and clean tests (95 % CI), and each patient's probability in both."""
-    import matplotlib.pyplot as plt  # after .plots, which selects the headless backend
-
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [1, 1.2]})
-    models = list(dict.fromkeys(aurocs["model"]))
-    colours = {"confounded": REGION_COLORS["confounder"], "clean": "#555555"}
-    for offset, test in ((-0.12, "confounded"), (0.12, "clean")):
-        part = aurocs[aurocs["test"] == test].set_index("model").loc[models]
-        x = np.arange(len(models)) + offset
-        left.errorbar(x, part["auroc"], yerr=[part["auroc"] - part["low"], part["high"] - part["auroc"]], fmt="o",
-                      color=colours[test], capsize=4, label=f"{test} test")
-    left.set_xticks(np.arange(len(models)), models)
-    left.axhline(0.5, color="grey", lw=0.8, ls=":")
-    left.set_ylabel(f"{finding} AUROC (95 % CI)")
-    left.set_ylim(min(0.45, float(aurocs.loc[aurocs["test"] != "drop", "low"].min()) - 0.05), 1.01)
-    left.legend(loc="lower left", fontsize=8)
-    left.set_title("same patients, with and without the drain", fontsize=9)
-    shortcut = predictions[predictions["model"] == models[0]]
-    wide = shortcut.pivot(index="row", columns="test", values="probability")
-    info = shortcut[shortcut["test"] == "confounded"].set_index("row")
-    for label, drain, marker, colour, text in ((1, True, "o", "#d62728", "positive, drain"),
-                                               (1, False, "s", "#ff9896", "positive, no drain"),
-                                               (0, True, "^", REGION_COLORS["confounder"], "negative, drain"),
-                                               (0, False, ".", "#bbbbbb", "negative, no drain")):
-        rows = info.index[(info["label"] == label) & (info["drain"] == drain)]
-        if len(rows):
-            right.scatter(wide.loc[rows, "confounded"], wide.loc[rows, "clean"], marker=marker, s=18, color=colour,
-                          label=f"{text} ({len(rows)})", alpha=0.85, zorder=3 if drain else 2)
-    right.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
-    right.set_xlabel("probability, confounded image")
-    right.set_ylabel("probability, same image without drain")
-    right.set_title(f"{models[0]} model: {finding} probability per patient", fontsize=9)
-    right.legend(fontsize=7, loc="upper left")
-    figure.suptitle(title or f"Shortcut: {finding} AUROC with and without the drain")
-    figure.tight_layout()
-    return figure
-
-
-def shares_figure(summary: pd.DataFrame, *, title: str = ""):
-    """Per method: share of positive attribution mass and enrichment (mass / area) per region, 95 % CIs."""
-    import matplotlib.pyplot as plt  # after .plots, which selects the headless backend
-    import matplotlib.ticker
-
-    methods = list(dict.fromkeys(summary["method"]))
-    regions = [region for region in REGIONS if region != "rest"]
-    figure, axes = plt.subplots(1, 2, figsize=(max(10, 2.2 * len(methods)), 3.8))
-    width = 0.8 / len(regions)
-    for axis, quantity, label in ((axes[0], "mass", "share of positive attribution mass"),
-                                  (axes[1], "enrichment", "enrichment = mass share / area share")):
-        for index, region in enumerate(regions):
-            part = summary[summary["region"] == region].set_index("method").loc[methods]
-            x = np.arange(len(methods)) + (index - (len(regions) - 1) / 2) * width
-            axis.bar(x, part[quantity], width, color=REGION_COLORS[region], label=region,
-                     yerr=[np.clip(part[quantity] - part[f"{quantity}_low"], 0, None),
-                           np.clip(part[f"{quantity}_high"] - part[quantity], 0, None)], capsize=3)
-            if quantity == "mass":
-                axis.scatter(x, part["area"], marker="D", s=14, color="white", edgecolors="black", zorder=3,
-                             label="area share (a uniform map)" if index == 0 else None)
-        axis.set_xticks(np.arange(len(methods)), [name.replace(", ", "\n") for name in methods])
-        axis.set_ylabel(label)
-        if quantity == "enrichment":
-            axis.axhline(1.0, color="black", lw=0.8, ls=":")
-            axis.set_yscale("symlog", linthresh=1.0)
-            axis.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    axes[0].legend(fontsize=8)
-    n = int(summary["images"].iloc[0]) if len(summary) else 0
-    figure.suptitle(title or f"Where the attribution mass falls: drain vs lesion ({n} positive images with a drain, 95 % CI)")
-    figure.tight_layout()
-    return figure
-
-
-def _nearest(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    rows = (np.arange(shape[0]) * mask.shape[0] / shape[0]).astype(int)
-    columns = (np.arange(shape[1]) * mask.shape[1] / shape[1]).astype(int)
-    return mask[rows][:, columns]
-
-
-def examples_figure(explanation: study.ExplanationSet, heatmaps: dict[str, np.ndarray], confounder: np.ndarray,
-                    lesion: np.ndarray, finding: str, *, images: int = 4, title: str = ""):
-    """Rows: images; columns: the radiograph, then each method's map (lesion blue, drain yellow)."""
-    import matplotlib.pyplot as plt  # after .plots, which selects the headless backend
-
-    count = min(images, len(explanation))
-    methods = list(heatmaps)
-    figure, axes = plt.subplots(count, len(methods) + 1, figsize=(2.3 * (len(methods) + 1), 2.4 * count),
-                                squeeze=False)
-    column = CLASSES.index(finding)
-    yellow = np.array([1.0, 0.85, 0.0, 1.0])
-    for row in range(count):
-        gray = explanation.gray[row]
-        drain = outline(_nearest(confounder[row], gray.shape))
-        mask = _nearest(lesion[row], gray.shape)
-        panels = [("radiograph", None, False)] + [(name, heatmaps[name][row], registry_method(name.split(",")[0]).signed)
-                                                   for name in methods]
-        for axis, (name, heatmap, signed) in zip(axes[row], panels, strict=True):
-            caption = f"p={explanation.probabilities[row, column]:.2f}" if heatmap is None else name
-            overlay_heatmap(axis, gray, heatmap, mask=mask, signed=signed, title=caption)
-            overlay = np.zeros((*drain.shape, 4))
-            overlay[drain] = yellow
-            axis.imshow(overlay, extent=(-0.5, gray.shape[1] - 0.5, gray.shape[0] - 0.5, -0.5),
-                        interpolation="nearest")
-    figure.suptitle(title or f"{finding}: lesion (blue) and chest drain (yellow) under each method's map")
-    figure.tight_layout()
-    return figure

@@ -25,11 +25,21 @@ from .models import model_device
 from .store import HeatmapStore, model_fingerprint
 from .training import load_predictions
 
-__all__ = ["METHODS", "ExplanationSet", "explanation_set", "method_options", "explain_cached", "load_heatmaps",
+__all__ = ["METHODS", "methods", "extra_methods", "ExplanationSet", "explanation_set", "method_options", "explain_cached", "load_heatmaps",
            "localised_indices", "showcase", "is_cheap", "heatmap_store"]
 
 # Display name -> key of the methods the study compares, from the registry (shamsul_utils.explainers.registry).
 METHODS: dict[str, str] = study_methods()
+
+
+def extra_methods(profile: Profile) -> dict[str, str]:
+    """Display name -> key of the profile's methods outside the paper's four (``explain.extra_methods``)."""
+    return {registry_method(key).name: key for key in profile.explain.extra_methods}
+
+
+def methods(profile: Profile) -> dict[str, str]:
+    """Display name -> key of every method a profile evaluates: the study's four, then its extras."""
+    return METHODS | extra_methods(profile)
 
 
 def localised_indices() -> list[int]:

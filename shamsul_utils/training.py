@@ -35,6 +35,7 @@ from .config import Profile
 from .datasets import ImageDataset, data_path, read_split
 from .files import write_table
 from .labels import CLASSES
+from .metrics.classification import mean_auroc
 from .models import (
     load_checkpoint,
     load_pretrained,
@@ -44,7 +45,7 @@ from .models import (
     save_checkpoint,
 )
 
-__all__ = ["TrainingResult", "training_fingerprint", "train", "predict", "mean_auroc", "predict_split",
+__all__ = ["TrainingResult", "training_fingerprint", "train", "predict", "predict_split",
            "load_predictions"]
 
 
@@ -126,17 +127,6 @@ def _why_retrain(old: dict | None, new: dict[str, str]) -> str:
     changed = [name for name in new if old.get(name) != new[name]]
     words = {"settings": "the profile's settings", "data": "the data on disk", "code": "the training code"}
     return " and ".join(words[name] for name in changed) + " changed" if changed else "the fingerprint changed"
-
-
-def mean_auroc(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    """Unweighted mean AUROC over the classes that have both positives and negatives and that the
-    model predicts (a class it lacks has NaN probabilities)."""
-    from sklearn.metrics import roc_auc_score
-
-    scores = [roc_auc_score(labels[:, index], probabilities[:, index])
-              for index in range(labels.shape[1])
-              if 0 < labels[:, index].sum() < len(labels) and not np.isnan(probabilities[:, index]).any()]
-    return float(np.mean(scores)) if scores else float("nan")
 
 
 def predict(model: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device) -> np.ndarray:

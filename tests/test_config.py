@@ -43,6 +43,9 @@ def test_wrong_type_is_an_error():
 @pytest.mark.parametrize("overrides, message", [
     ({"explain": {"lime_samples": -5}}, r"explain.lime_samples is -5; expected at least 2"),
     ({"training": {"epochs": -1}}, r"training.epochs is -1; expected at least 1"),
+    ({"training": {"epochs": 0}}, r"training.epochs is 0; expected at least 1"),
+    ({"explain": {"lime_samples": 1}}, r"explain.lime_samples is 1; expected at least 2"),
+    ({"explain": {"n_images": 0}}, r"explain.n_images is 0; expected at least 1"),
     ({"training": {"batch_size": 0}}, r"training.batch_size is 0; expected at least 1"),
     ({"training": {"learning_rate": -0.001}}, r"training.learning_rate is -0.001; expected above 0"),
     ({"model": {"input_size": 0}}, r"model.input_size is 0; expected at least 32"),
@@ -52,6 +55,10 @@ def test_wrong_type_is_an_error():
     ({"explain": {"shap_fill": "purple"}}, r"explain.shap_fill is 'purple'; expected one of mean, black, paper"),
     ({"data": {"phantom": {"colour": 3}}}, r"data.phantom has unknown key\(s\) colour; allowed: "),
     ({"evaluation": {"medical_classes": ["Fracture"]}}, r"evaluation.medical_classes .* localised classes"),
+    ({"explain": {"extra_methods": ["occlusion"]}}, r"extra_methods has 'occlusion'; expected methods outside "
+                                                    r"the study's four: integrated_gradients"),
+    ({"explain": {"extra_methods": ["lime"]}}, r"extra_methods has 'lime'; expected methods outside"),
+    ({"explain": {"extra_methods": ["integrated_gradients"] * 2}}, r"extra_methods .* repeats a method"),
 ])
 def test_bad_values_are_refused_at_load_in_one_line(overrides, message):
     with pytest.raises(DataError, match=message):

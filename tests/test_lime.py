@@ -8,8 +8,8 @@ import torch
 from model_checks import counting_calls
 
 from shamsul_utils.explainers import lime as lime_explainer
-from shamsul_utils.explainers._perturbation import inference_evaluation_mode, unnormalise
-from shamsul_utils.models import IMAGENET_MEAN, IMAGENET_STD, build_model
+from shamsul_utils.explainers._perturbation import inference_evaluation_mode
+from shamsul_utils.models import IMAGENET_MEAN, IMAGENET_STD, build_model, denormalize
 
 NUM_SAMPLES = 100
 MEAN = torch.tensor(IMAGENET_MEAN)[:, None, None]
@@ -47,7 +47,7 @@ def _classifier_fn(model: torch.nn.Module):
 def _lime_reference(model, image, seed, hide_color):
     from lime import lime_image
 
-    unit = np.clip(unnormalise(image[None])[0], 0.0, 1.0)
+    unit = np.clip(denormalize(image[None])[0], 0.0, 1.0)
     explanation = lime_image.LimeImageExplainer(random_state=seed).explain_instance(
         unit,
         _classifier_fn(model),

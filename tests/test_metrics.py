@@ -6,6 +6,7 @@ import torch
 from scipy import stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from shamsul_utils import metrics
 from shamsul_utils.metrics import (
     auroc_auprc,
     bootstrap_ci,
@@ -207,3 +208,14 @@ def test_randomise_model_copies_and_is_seeded():
     )
     top = randomise_model(model, seed=2, top_modules=1)  # only the classifier (last module)
     assert torch.equal(top[0].weight, model[0].weight) and not torch.equal(top[2].weight, model[2].weight)
+
+
+def test_mean_auroc_equals_sklearn():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random((50, 3)) < 0.4).astype(float)
+    labels[:, 2] = 0  # a class without positives is left out
+    scores = rng.random((50, 3)) + labels * 0.3
+    expected = np.mean([roc_auc_score(labels[:, index], scores[:, index]) for index in range(2)])
+    assert metrics.mean_auroc(labels, scores) == pytest.approx(expected, abs=1e-12)

@@ -48,13 +48,15 @@ def test_score_image_equals_the_plain_route(signed):
     truth[1, 30:, :] = True
     truth[3, 15:25, 20:30] = True  # truth[2], truth[4], truth[5] empty
     truth[5, :5, :5] = True
-    probabilities = np.array([0.9, 0.2, 0.9, 0.9, 0.1, 0.6])
+    probabilities = np.array([0.9, 0.2, 0.9, 0.9, 0.1, 0.5])  # the last equals the cutoff: kept (prob < cutoff empties)
     for kwargs in ({}, {"probabilities": probabilities, "probability_cutoff": 0.5}):
         ours = score_image(maps, truth, signed=signed, keep_segmentations=True, **kwargs)
         plain = _plain(maps, truth, signed, kwargs.get("probabilities"), kwargs.get("probability_cutoff"))
         np.testing.assert_array_equal(ours[5], plain[5])
         for got, expected in zip(ours[:5], plain[:5], strict=True):
             np.testing.assert_array_equal(got, expected)
+        if kwargs:  # CheXlocalize: an empty mask only strictly below the cutoff
+            assert not ours[5][1].any() and not ours[5][4].any() and ours[5][5].any()
 
 
 def test_non_finite_maps_take_the_plain_route():

@@ -8,8 +8,8 @@ import torch
 from model_checks import counting_calls
 
 from shamsul_utils.explainers import shap as shap_explainer
-from shamsul_utils.explainers._perturbation import inference_evaluation_mode, unnormalise
-from shamsul_utils.models import IMAGENET_MEAN, IMAGENET_STD, build_model
+from shamsul_utils.explainers._perturbation import inference_evaluation_mode
+from shamsul_utils.models import IMAGENET_MEAN, IMAGENET_STD, build_model, denormalize
 
 NSAMPLES = 200
 MEAN = torch.tensor(IMAGENET_MEAN)[:, None, None]
@@ -36,7 +36,7 @@ def _plain_shap(model, image, segments, fill_value, seed, l1_reg):
     """The straightforward use of shap: coalition rows -> masked numpy images -> probabilities."""
     import shap
 
-    unit = unnormalise(image[None])[0]
+    unit = denormalize(image[None])[0]
     num_segments = int(segments.max()) + 1
 
     def f(coalitions: np.ndarray) -> np.ndarray:
@@ -71,9 +71,9 @@ def test_equals_plain_kernel_explainer_and_is_efficient(model, images, fill, l1_
     segments = result.segments
     assert segments.min() == 0 and segments.max() >= 20
     np.testing.assert_array_equal(
-        segments, shap_explainer.slic_segments(np.clip(unnormalise(image[None])[0], 0, 1))
+        segments, shap_explainer.slic_segments(np.clip(denormalize(image[None])[0], 0, 1))
     )
-    unit = unnormalise(image[None])[0]
+    unit = denormalize(image[None])[0]
     fill_value = unit.mean(axis=(0, 1)) if fill == "mean" else 1.0
     expected, difference = _plain_shap(model, image, segments, fill_value, seed, l1_reg)
     np.testing.assert_allclose(result.weights, expected, rtol=0, atol=1e-5)

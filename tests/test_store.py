@@ -120,3 +120,18 @@ def test_the_store_says_why_it_computes_again(tmp_path):
     assert new.missing(["a"]) == ["a"]  # maps of other code are not reused
     assert "lrp-epsilon: the code that computes these maps changed" in new.superseded_because()
     assert HeatmapStore(tmp_path, "lrp-epsilon", {"rule": "epsilon"}, "other model", code="v3").superseded_because() is None
+
+
+def test_a_write_killed_midway_leaves_no_heatmap_behind(tmp_path, monkeypatch):
+    """The map goes to a temporary file first: a crash while writing never leaves a truncated .npz
+    under its final name (which a resumed run would then trust)."""
+    store = HeatmapStore(tmp_path, "gradcam", {}, "weights")
+
+    def crash(handle, **arrays):
+        handle.write(b"PK\x03\x04 half a zip file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez_compressed", crash)
+    with pytest.raises(KeyboardInterrupt):
+        store.save("image", np.zeros((14, 4, 4)))
+    assert not store.has("image") and not store.path("image").exists()

@@ -65,17 +65,6 @@ def test_predictions_shape_order_and_range(data_root, tmp_path, monkeypatch):
     assert np.allclose(reloaded[list(CLASSES)].to_numpy(), probabilities, atol=1e-7)
 
 
-def test_mean_auroc_equals_sklearn():
-    from sklearn.metrics import roc_auc_score
-
-    rng = np.random.default_rng(0)
-    labels = (rng.random((50, 3)) < 0.4).astype(float)
-    labels[:, 2] = 0  # a class without positives is left out
-    scores = rng.random((50, 3)) + labels * 0.3
-    expected = np.mean([roc_auc_score(labels[:, index], scores[:, index]) for index in range(2)])
-    assert training.mean_auroc(labels, scores) == pytest.approx(expected, abs=1e-12)
-
-
 def test_offline_imagenet_weights_fail_with_one_line(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))

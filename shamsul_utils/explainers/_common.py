@@ -1,7 +1,8 @@
-"""Shared machinery of the gradient explainers (Grad-CAM and LRP).
+"""Shared machinery of every explainer.
 
 * :func:`check_inputs` validates the common call shape
-  ``explain(model, images, classes=None, *, batch_size, ...)`` and returns the class list;
+  ``explain(model, images, classes=None, *, batch_size, ...)`` (and the input normalisation of
+  the perturbation methods) and returns the class list;
 * :func:`evaluation_mode` puts a model in eval mode (gradients stay on) and restores every
   module's training flag afterwards, also on exceptions;
 * :func:`model_device` / :func:`model_dtype` say where the model lives;
@@ -51,11 +52,15 @@ def check_inputs(
     classes: Sequence[int] | None,
     *,
     batch_size: int,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> list[int]:
     """Validate the common explainer arguments; return the list of output indices to explain.
 
     The number of outputs is ``model.num_classes`` when the model has it (timm models do),
-    otherwise the width of the logits of one probe image.
+    otherwise the width of the logits of one probe image. ``mean`` and ``std``, the input
+    normalisation of methods that perturb the image itself, are checked when given (3 values
+    each, ``std`` positive).
 
     Raises
     ------
@@ -78,6 +83,11 @@ def check_inputs(
         raise ValueError("images contain NaN or infinite values")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    for name, value in (("mean", mean), ("std", std)):
+        if value is not None and len(value) != 3:
+            raise ValueError(f"{name} must have 3 values (one per RGB channel), got {len(value)}")
+    if std is not None and any(s <= 0 for s in std):
+        raise ValueError(f"std must be positive, got {tuple(std)}")
 
     num_outputs = getattr(model, "num_classes", None)
     if isinstance(num_outputs, bool) or not isinstance(num_outputs, int) or num_outputs < 1:

@@ -4,8 +4,8 @@ Both methods explain an image through its superpixels: they switch segments on a
 evaluate the model on the masked images and fit one weight per segment. This module holds the
 parts they share:
 
-* :func:`check_inputs` validates the common call shape and returns the classes to explain;
-* :func:`unnormalise` recovers the [0, 1] RGB image from an ImageNet-normalised tensor;
+* :func:`check_seed` refuses a seed that is not an int;
+* :func:`explain_images` runs a per-image segment explanation over a batch and paints the maps;
 * :func:`fill_image` turns a fill option ("mean", "black", "paper", a number) into a fill image;
 * :class:`CoalitionModel` evaluates ``sigmoid(model(x))`` for coalition rows of one image, every
   requested class from the same model calls: by building the masked images in torch,
@@ -24,22 +24,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models import IMAGENET_MEAN, IMAGENET_STD
-from ._common import check_inputs as _check_common_inputs
-from ._common import evaluation_mode, model_device, model_dtype
+from ._common import check_inputs, evaluation_mode, model_device, model_dtype
 
 __all__ = [
     "SHORTCUT_MAX_BYTES",
     "CoalitionModel",
     "SegmentExplanation",
     "check_inputs",
+    "check_seed",
+    "explain_images",
     "inference_evaluation_mode",
     "fill_image",
     "model_device",
     "model_dtype",
     "paint_segments",
     "relabel_segments",
-    "unnormalise",
 ]
 
 
@@ -70,36 +69,24 @@ def inference_evaluation_mode(model: nn.Module) -> Iterator[None]:
         yield
 
 
-def check_inputs(
-    model: nn.Module,
-    images: torch.Tensor,
-    classes: Sequence[int] | None,
-    *,
-    batch_size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-) -> list[int]:
-    """Validate the explainer arguments (:func:`._common.check_inputs`) and the normalisation.
-
-    Raises
-    ------
-    ValueError
-        With a one-line message naming the bad argument.
-    """
-    for name, value in (("mean", mean), ("std", std)):
-        if len(value) != 3:
-            raise ValueError(f"{name} must have 3 values (one per RGB channel), got {len(value)}")
-    if any(s <= 0 for s in std):
-        raise ValueError(f"std must be positive, got {tuple(std)}")
-    return _check_common_inputs(model, images, classes, batch_size=batch_size)
+def check_seed(seed) -> int:
+    """``seed`` as an int; a one-line ``ValueError`` for anything else (bools included)."""
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    return int(seed)
 
 
-def unnormalise(
-    images: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
-) -> np.ndarray:
-    """The RGB images ``images * std + mean`` as float64 numpy ``[N, H, W, 3]`` (not clipped)."""
-    array = images.detach().to("cpu", torch.float64).numpy().transpose(0, 2, 3, 1)
-    return array * np.asarray(std, dtype=np.float64) + np.asarray(mean, dtype=np.float64)
+def explain_images(explain_segments, model: nn.Module, images: torch.Tensor, classes: Sequence[int],
+                   **options) -> np.ndarray:
+    """Maps ``[N, C, H, W]`` (float32): ``explain_segments(model, image, classes, **options)``
+    for every image, in inference mode, each segment's weight painted on its pixels."""
+    height, width = images.shape[2:]
+    maps = np.empty((images.shape[0], len(classes), height, width), dtype=np.float32)
+    with inference_evaluation_mode(model):
+        for index, image in enumerate(images):
+            result = explain_segments(model, image, classes, **options)
+            maps[index] = paint_segments(result.weights, result.segments)
+    return maps
 
 
 def relabel_segments(segments: np.ndarray) -> np.ndarray:

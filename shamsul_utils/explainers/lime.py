@@ -16,18 +16,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models import IMAGENET_MEAN, IMAGENET_STD
+from ..models import IMAGENET_MEAN, IMAGENET_STD, denormalize
 from ._perturbation import (
     CoalitionModel,
     SegmentExplanation,
     check_inputs,
+    check_seed,
+    explain_images,
     fill_image,
-    inference_evaluation_mode,
     model_device,
     model_dtype,
-    paint_segments,
     relabel_segments,
-    unnormalise,
 )
 
 __all__ = ["explain", "explain_segments", "quickshift_segments"]
@@ -80,7 +79,7 @@ def explain_segments(
     from sklearn.linear_model import Ridge
 
     device, dtype = model_device(model), model_dtype(model)
-    unit = unnormalise(image[None], mean, std)[0]
+    unit = denormalize(image[None], mean, std)[0]
     unit_clipped = np.clip(unit, 0.0, 1.0)
     # The same random stream as LimeImageExplainer(random_state=seed).explain_instance: it draws the
     # segmentation seed first (even when a segmentation_fn is given), then the coalitions.
@@ -230,25 +229,7 @@ def explain(
         raise ValueError(f"kernel_width must be a positive number, got {kernel_width!r}")
     if hide_color is not None and (isinstance(hide_color, bool) or not isinstance(hide_color, (int, float))):
         raise ValueError(f"hide_color must be a number or None, got {hide_color!r}")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise ValueError(f"seed must be an int, got {seed!r}")
-    height, width = images.shape[2:]
-    maps = np.empty((images.shape[0], len(classes), height, width), dtype=np.float32)
-    with inference_evaluation_mode(model):
-        for i, image in enumerate(images):
-            result = explain_segments(
-                model,
-                image,
-                classes,
-                batch_size=batch_size,
-                seed=int(seed),
-                num_samples=num_samples,
-                hide_color=hide_color,
-                kernel_width=float(kernel_width),
-                segmentation_fn=segmentation_fn,
-                first_layer_shortcut=bool(first_layer_shortcut),
-                mean=mean,
-                std=std,
-            )
-            maps[i] = paint_segments(result.weights, result.segments)
-    return maps
+    return explain_images(explain_segments, model, images, classes, batch_size=batch_size, seed=check_seed(seed),
+                          num_samples=num_samples, hide_color=hide_color, kernel_width=float(kernel_width),
+                          segmentation_fn=segmentation_fn, first_layer_shortcut=bool(first_layer_shortcut),
+                          mean=mean, std=std)

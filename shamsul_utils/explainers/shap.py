@@ -20,18 +20,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models import IMAGENET_MEAN, IMAGENET_STD
+from ..models import IMAGENET_MEAN, IMAGENET_STD, denormalize
 from ._perturbation import (
     CoalitionModel,
     SegmentExplanation,
     check_inputs,
+    check_seed,
+    explain_images,
     fill_image,
-    inference_evaluation_mode,
     model_device,
     model_dtype,
-    paint_segments,
     relabel_segments,
-    unnormalise,
 )
 
 __all__ = ["FILLS", "explain", "explain_segments", "slic_segments"]
@@ -100,7 +99,7 @@ def explain_segments(
     from threadpoolctl import threadpool_limits
 
     device, dtype = model_device(model), model_dtype(model)
-    unit = unnormalise(image[None], mean, std)[0]
+    unit = denormalize(image[None], mean, std)[0]
     unit_clipped = np.clip(unit, 0.0, 1.0)
     if segmentation_fn is None:
         segments = slic_segments(unit_clipped)
@@ -273,27 +272,9 @@ def explain(
         raise ValueError(f"nsamples must be a positive int, got {nsamples!r}")
     if isinstance(fill, str) and fill not in FILLS:
         raise ValueError(f"fill must be one of {FILLS} or a number, got {fill!r}")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise ValueError(f"seed must be an int, got {seed!r}")
+    seed = check_seed(seed)
     if not _valid_l1_reg(l1_reg):
         raise ValueError(f"l1_reg must be 'aic', 'bic', 'num_features(k)', a number or False, got {l1_reg!r}")
-    height, width = images.shape[2:]
-    maps = np.empty((images.shape[0], len(classes), height, width), dtype=np.float32)
-    with inference_evaluation_mode(model):
-        for i, image in enumerate(images):
-            result = explain_segments(
-                model,
-                image,
-                classes,
-                batch_size=batch_size,
-                seed=int(seed),
-                nsamples=nsamples,
-                fill=fill,
-                l1_reg=l1_reg,
-                segmentation_fn=segmentation_fn,
-                first_layer_shortcut=bool(first_layer_shortcut),
-                mean=mean,
-                std=std,
-            )
-            maps[i] = paint_segments(result.weights, result.segments)
-    return maps
+    return explain_images(explain_segments, model, images, classes, batch_size=batch_size, seed=seed,
+                          nsamples=nsamples, fill=fill, l1_reg=l1_reg, segmentation_fn=segmentation_fn,
+                          first_layer_shortcut=bool(first_layer_shortcut), mean=mean, std=std)

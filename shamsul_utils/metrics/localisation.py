@@ -1,0 +1,164 @@
+"""Localisation scores of heatmaps against expert masks: IoU (and which images a mean counts),
+per-class mIoU with bootstrap intervals, and the pointing game (hit rate).
+
+Every per-image score is an array ``[N, C]`` (image x class) with NaN where the score is
+undefined, so that one NaN-aware bootstrap over images (:mod:`.bootstrap`) serves every table.
+
+References
+----------
+Saporta, A. et al. (2022). Benchmarking saliency methods for chest X-ray interpretation.
+Nature Machine Intelligence 4, 867-878 (CheXlocalize; github.com/rajpurkarlab/cheXlocalize).
+Zhang, J. et al. (2018). Top-down neural attention by excitation backprop. IJCV (pointing game).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..segmentation import resize_maps
+from .bootstrap import CHUNK_ELEMENTS, bootstrap_ci
+
+__all__ = ["iou", "select_iou", "summarise_iou", "pointing_game", "IOU_VARIANTS"]
+
+IOU_VARIANTS = ("true_positive", "all", "union")
+
+
+def iou(pred_masks, gt_masks) -> np.ndarray:
+    """Intersection over union of binary masks, over the last two axes.
+
+    Parameters
+    ----------
+    pred_masks, gt_masks : array-like of bool, shape (..., H, W), e.g. (N, C, H, W)
+
+    Returns
+    -------
+    ndarray of float, shape (...)
+        NaN where both masks are empty (union 0); 0 where exactly one is empty. Choose which
+        images count with :func:`select_iou`.
+
+    Examples
+    --------
+    >>> a = np.zeros((2, 2), bool); a[0] = True
+    >>> float(iou(a, np.ones((2, 2), bool)))
+    0.5
+    """
+    pred = np.asarray(pred_masks, dtype=bool)
+    gt = np.asarray(gt_masks, dtype=bool)
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred_masks {pred.shape} and gt_masks {gt.shape} differ in shape")
+    intersection = np.logical_and(pred, gt).sum(axis=(-2, -1))
+    union = np.logical_or(pred, gt).sum(axis=(-2, -1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, intersection / np.maximum(union, 1), np.nan)
+
+
+def select_iou(iou_matrix, gt_present, pred_present, *, variant: str = "true_positive") -> np.ndarray:
+    """Keep the IoUs of the images that a summary counts; NaN elsewhere.
+
+    Parameters
+    ----------
+    iou_matrix : array-like, shape (N, C)
+    gt_present, pred_present : array-like of bool, shape (N, C)
+        Whether the ground-truth / predicted mask is non-empty.
+    variant : {"true_positive", "all", "union"}
+        ``"true_positive"``: both masks non-empty, CheXlocalize's default
+        (``eval.py``, ``calculate_iou(..., true_pos_only=True)``). ``"all"``: every image with a
+        ground-truth mask; an empty prediction scores 0 (CheXlocalize's older
+        ``true_pos_only=False``). ``"union"``: every image where either mask is non-empty, so a
+        false-positive mask also scores 0 (the current ``eval.py`` with ``true_pos_only=False``).
+    """
+    if variant not in IOU_VARIANTS:
+        raise ValueError(f"variant must be one of {IOU_VARIANTS}, got {variant!r}")
+    values = np.asarray(iou_matrix, dtype=float)
+    gt = np.asarray(gt_present, dtype=bool)
+    pred = np.asarray(pred_present, dtype=bool)
+    keep = {"true_positive": gt & pred, "all": gt, "union": gt | pred}[variant]
+    return np.where(keep, np.nan_to_num(values, nan=0.0), np.nan)
+
+
+def summarise_iou(
+    iou_matrix,
+    gt_present,
+    pred_present,
+    *,
+    variant: str = "true_positive",
+    class_names: Sequence[str] | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """Per-class mean IoU with its bootstrap CI: columns class, n_images, miou, low, high.
+
+    The bootstrap resamples all N images and averages the selected ones in each resample, as
+    CheXlocalize's ``bootstrap_metric`` does (see :func:`bootstrap_ci`).
+    """
+    selected = select_iou(iou_matrix, gt_present, pred_present, variant=variant)
+    estimate, low, high = bootstrap_ci(selected, n_resamples=n_resamples, seed=seed, confidence=confidence)
+    names = list(class_names) if class_names is not None else [str(i) for i in range(selected.shape[1])]
+    n_images = (~np.isnan(selected)).sum(axis=0)
+    return pd.DataFrame({"class": names, "n_images": n_images, "miou": estimate, "low": low, "high": high})
+
+
+def pointing_game(heatmaps, gt_masks, *, ties: str = "first") -> np.ndarray:
+    """Hit (1.0) when a map's maximum lies inside the ground-truth mask, else miss (0.0).
+
+    Parameters
+    ----------
+    heatmaps : array-like, shape (N, C, h, w)
+        Resized bilinearly (float32, ``align_corners=False``) to the masks' size if it differs,
+        as CheXlocalize's ``eval.py`` (``create_map``) does.
+    gt_masks : array-like of bool, shape (N, C, H, W)
+    ties : {"first", "fraction", "any"}
+        ``"first"``: the first maximal pixel in raster order (``np.argmax``, as CheXlocalize).
+        ``"fraction"``: the share of the maximal pixels that lie in the mask, i.e. the expected
+        hit under a random tie break (tie-aware; for piecewise-constant maps such as LIME's and
+        SHAP's, whose maximum is a whole segment, the raster-order pick is arbitrary).
+        ``"any"``: a hit when any maximal pixel is in the mask (lenient; a constant map then
+        hits every non-empty mask).
+
+    Returns
+    -------
+    ndarray, shape (N, C)
+        1.0 / 0.0 (a fraction in [0, 1] with ``ties="fraction"``); NaN where the ground-truth mask is empty: undefined, never a hit (Quantus' pointing game
+        has counted an empty mask as a hit). NaN values in a map are ignored; an all-NaN map is
+        a miss (a method that points nowhere should not be dropped from the mean).
+
+    Notes
+    -----
+    Pointing game of Zhang et al. (2018); CheXlocalize calls its mean the hit rate. Its
+    ``eval.py`` (``get_hit_rates`` with ``create_map``) takes ``np.argmax`` of the resized map and
+    scores 1 if ``gt_mask[x][y] == 1``, NaN if the mask is empty, else 0, as here. A later
+    ``eval.py`` (commit a9619f8, ``get_hitrates``) takes the argmax of ``pkl_to_mask(...)``, which
+    by then returns the binary Otsu segmentation, i.e. its first foreground pixel in raster
+    order; we keep the map's maximum, the paper's "most representative point".
+    """
+    gt = np.asarray(gt_masks, dtype=bool)
+    array = heatmaps.detach().cpu().numpy() if isinstance(heatmaps, torch.Tensor) else np.asarray(heatmaps)
+    if array.shape[:-2] != gt.shape[:-2]:
+        raise ValueError(f"heatmaps {array.shape} and gt_masks {gt.shape} need the same leading shape")
+    if ties not in ("first", "fraction", "any"):
+        raise ValueError(f"ties must be 'first', 'fraction' or 'any', got {ties!r}")
+    maps = array.reshape(-1, *array.shape[-2:])
+    masks = gt.reshape(-1, *gt.shape[-2:])
+    size = masks.shape[-2:]
+    result = np.empty(maps.shape[0])
+    step = max(1, CHUNK_ELEMENTS // (size[0] * size[1]))
+    for start in range(0, maps.shape[0], step):
+        part = resize_maps(torch.from_numpy(np.asarray(maps[start : start + step], dtype=np.float32)), size)
+        flat = part.flatten(1).numpy()
+        flat = np.where(np.isnan(flat), -np.inf, flat)
+        truth = masks[start : start + step].reshape(flat.shape[0], -1)
+        if ties == "first":
+            hits = np.take_along_axis(truth, np.argmax(flat, axis=1)[:, None], axis=1)[:, 0]
+        else:
+            maximal = flat == flat.max(axis=1, keepdims=True)
+            inside = (maximal & truth).sum(axis=1)
+            hits = inside / maximal.sum(axis=1) if ties == "fraction" else inside > 0
+        hits = np.where((flat > -np.inf).any(axis=1), hits, 0.0)  # an all-NaN map points nowhere
+        result[start : start + step] = hits
+    result[~masks.any(axis=(-2, -1))] = np.nan
+    return result.reshape(gt.shape[:-2])
