@@ -10,7 +10,7 @@ export MPLCONFIGDIR := $(CURDIR)
 export PYTHONHASHSEED := 0
 
 .DEFAULT_GOAL := help
-.PHONY: help setup reproduce smoke test lint clean distclean workshop benchmark
+.PHONY: help setup reproduce smoke test test-browser lint clean distclean workshop benchmark
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,6 +34,11 @@ smoke: setup ## run the whole chain on the tiny smoke profile (a few minutes)
 
 test: setup ## run the test suite (unit, reference cross-checks, end-to-end smoke chain)
 	$(PY) -m pytest -q
+
+test-browser: setup ## live browser test of the workshop explorer: JupyterLab + Debian's chromium (apt-get install chromium)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-browser.lock
+	@command -v chromium >/dev/null || { echo "make test-browser: chromium not found; install Debian's package: apt-get install -y chromium"; exit 1; }
+	$(PY) -m pytest -q -s -p no:cacheprovider -m browser tests/browser
 
 lint: setup ## ruff on the code and the notebooks' code cells, and source notebooks free of outputs
 	$(VENV)/bin/ruff check shamsul_utils tests benchmarks notebooks

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -222,10 +223,52 @@ def _training_progress(profile, notebook: str) -> Iterator[None]:
         thread.join()
 
 
+# The kernel's display name as JupyterLab writes it into a notebook it runs (ipykernel's kernelspec).
+KERNEL_DISPLAY_NAME = "Python 3 (ipykernel)"
+_PROGRESS_LINE = re.compile(r"^[^\n]*\d+%\|[^\n]*\|[^\n]*$")  # a tqdm bar: "desc: 42%|####  | 3/8 [...]"
+
+
+def _final_progress(text: str) -> str | None:
+    """The last state of each progress bar (one line per description) in a stream's text, or
+    None if the text holds anything else."""
+    lines = [line.rsplit("\r", 1)[-1] for line in text.replace("\r\n", "\n").split("\n")]
+    kept = [line for line in lines if line.strip()]
+    if not kept or not all(_PROGRESS_LINE.match(line) for line in kept):
+        return None
+    last = {line.split("%|", 1)[0].rsplit(":", 1)[0]: line for line in kept}  # by description, in order
+    return "\n".join(last.values()) + "\n"
+
+
 def publish_notebook(executed: Path, published: Path) -> None:
-    """Copy an executed notebook for readers, with this machine's repository path made relative."""
+    """Copy an executed notebook for readers.
+
+    This machine's repository path is made relative; progress bars (tqdm writes them to stderr,
+    which JupyterLab shows as red blocks) become their final line on stdout, consecutive ones
+    joined; other stderr output (a warning) is kept as it is. The notebook is written as
+    JupyterLab would save it (nbformat, ``kernelspec.display_name`` of the kernel that ran it,
+    trailing newline), so that opening it does not make autosave rewrite it.
+    """
+    import nbformat
+
     text = executed.read_text(encoding="utf-8").replace(str(REPOSITORY_ROOT) + "/", "")
-    atomic_write_text(published, text)
+    notebook = nbformat.reads(text, as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        outputs = []
+        for output in cell.outputs:
+            final = _final_progress(output.get("text", "")) if output.get("name") == "stderr" else None
+            if final is not None:
+                if outputs and outputs[-1].get("name") == "stdout" and outputs[-1].get("progress"):
+                    final = _final_progress(outputs.pop()["text"] + final)
+                output = nbformat.v4.new_output("stream", name="stdout", text=final)
+                output["progress"] = True  # (removed below) merge only progress lines
+            outputs.append(output)
+        for output in outputs:
+            output.pop("progress", None)
+        cell.outputs = outputs
+    notebook.metadata.setdefault("kernelspec", {})["display_name"] = KERNEL_DISPLAY_NAME
+    atomic_write_text(published, nbformat.writes(notebook) + "\n")
 
 
 def _record_timings(path: Path, timings: list[tuple[str, float]]) -> None:

@@ -65,6 +65,7 @@ how many others are generated, and generation can be parallel or resumed.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -1068,6 +1069,7 @@ def write_dataset(
     settings: PhantomSettings = PhantomSettings(),
     image_format: str = "png",
     progress: bool = False,
+    workers: int | None = None,
 ) -> dict:
     """Write a phantom in CheXpert + CheXlocalize layout under ``root``.
 
@@ -1091,6 +1093,10 @@ def write_dataset(
         8-bit grayscale PNG, or JPEG of quality 95.
     progress : bool, optional
         Show a progress bar.
+    workers : int, optional
+        Processes generating the images (default: the CPUs, at most 4; one under 200 images).
+        Every case depends only on (seed, split, index), so the files are byte-identical whatever
+        the number (``tests/test_phantom.py``).
 
     Returns
     -------
@@ -1125,8 +1131,17 @@ def write_dataset(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=sum(counts.values()), desc="phantom", unit="image")
-    for split, count in counts.items():
-        patient = _write_split(root, split, count, seed, settings, image_format, patient, bar)
+    workers = _workers(workers, sum(counts.values()))
+    with contextlib.ExitStack() as stack:
+        pool = None
+        if workers > 1:  # the cases are independent: generated and saved in parallel, assembled in order
+            import concurrent.futures
+            import multiprocessing
+
+            pool = stack.enter_context(concurrent.futures.ProcessPoolExecutor(
+                max_workers=workers, mp_context=multiprocessing.get_context("forkserver")))
+        for split, count in counts.items():
+            patient = _write_split(root, split, count, seed, settings, image_format, patient, bar, pool)
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - started
@@ -1141,31 +1156,49 @@ def write_dataset(
     }
 
 
+def _workers(workers: int | None, total: int) -> int:
+    """Processes that generate images: ``workers``, or by default the CPUs (at most 4), and one for
+    small datasets (under 200 images, where starting processes costs more than it saves)."""
+    if workers is not None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise DataError(f"write_dataset: workers must be a positive int, got {workers!r}")
+        return workers
+    return 1 if total < 200 else max(1, min(4, os.cpu_count() or 1))
+
+
+def _write_case(job: tuple) -> tuple:
+    """Generate and save one case; return what its split's CSV and JSON files need (picklable)."""
+    root, split, index, patient, seed, settings, image_format = job
+    case = generate_case(seed, split, index, settings)
+    relative = f"{DATASET_FOLDER}/{split}/patient{patient:05d}/study1/view1_frontal.{image_format}"
+    _save_image(Path(root) / relative, case.image, image_format)
+    empty = np.zeros((settings.image_size, settings.image_size), dtype=bool)
+    by_class = {name: _PackedMask(mask) for name, mask in case.masks.items() if name in LOCALIZED_CLASSES}
+    confounder = encode_mask(case.masks.get(CONFOUNDER, empty)) if settings.shortcut is not None else None
+    return relative, _csv_row(relative, case), by_class or {LOCALIZED_CLASSES[0]: _PackedMask(empty)}, confounder
+
+
 def _write_split(
-    root: Path, split: str, count: int, seed: int, settings, image_format: str, patient: int, bar
+    root: Path, split: str, count: int, seed: int, settings, image_format: str, patient: int, bar, pool=None
 ) -> int:
     rows = []
     segmentations: dict[str, dict] = {}
     confounders: dict[str, dict] = {}
-    empty = np.zeros((settings.image_size, settings.image_size), dtype=bool)
-    for index in range(count):
-        patient += 1
-        case = generate_case(seed, split, index, settings)
-        relative = f"{DATASET_FOLDER}/{split}/patient{patient:05d}/study1/view1_frontal.{image_format}"
-        _save_image(root / relative, case.image, image_format)
-        rows.append(_csv_row(relative, case))
+    jobs = [(str(root), split, index, patient + 1 + index, seed, settings, image_format) for index in range(count)]
+    results = pool.map(_write_case, jobs, chunksize=16) if pool is not None else map(_write_case, jobs)
+    for relative, row, masks, confounder in results:  # in index order, whichever process made them
+        rows.append(row)
         cxr_id = cxr_id_from_path(relative)
-        by_class = {name: _PackedMask(mask) for name, mask in case.masks.items() if name in LOCALIZED_CLASSES}
-        segmentations[cxr_id] = by_class or {LOCALIZED_CLASSES[0]: _PackedMask(empty)}
-        if settings.shortcut is not None:
-            confounders[cxr_id] = {CONFOUNDER: encode_mask(case.masks.get(CONFOUNDER, empty))}
+        segmentations[cxr_id] = masks
+        if confounder is not None:
+            confounders[cxr_id] = {CONFOUNDER: confounder}
         if bar is not None:
             bar.update(1)
     _write_csv(root / DATASET_FOLDER / f"{split}.csv", rows)
     write_segmentations(root / "CheXlocalize" / f"gt_segmentations_{split}.json", segmentations)
     if settings.shortcut is not None:
         atomic_write_text(root / "CheXlocalize" / f"confounder_masks_{split}.json", json.dumps(confounders))
-    return patient
+    return patient + count
 
 
 def _csv_row(relative: str, case: PhantomCase) -> list[str]:

@@ -32,6 +32,14 @@ __all__ = [
     "image_grid",
     "overlay_heatmap",
     "outline",
+    "EXPLORER_COLOURS",
+    "contour_lines",
+    "explorer_panel",
+    "explorer_legend",
+    "SHORTCUT_REGION_COLOURS",
+    "shortcut_auroc_figure",
+    "shortcut_shares_figure",
+    "shortcut_examples_figure",
     "CLASS_COLORS",
     "gallery_figure",
     "prevalence_figure",
@@ -63,6 +71,14 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
+class SavedFigure(type(Path())):
+    """The path of a saved figure; a notebook cell ending in :func:`save_figure` shows
+    ``saved runs/<profile>/figures/<name>.png`` rather than a ``PosixPath(...)`` repr."""
+
+    def __repr__(self) -> str:
+        return f"saved {self}"
+
+
 def save_figure(figure, slug: str, *, notebook: str, profile: Profile, title: str = "") -> Path:
     """Save a figure as ``<NN>_<slug>.png`` for the notebook ``NN_...`` that made it.
 
@@ -85,8 +101,8 @@ def save_figure(figure, slug: str, *, notebook: str, profile: Profile, title: st
 
     Returns
     -------
-    pathlib.Path
-        The run's copy of the figure. Written atomically.
+    SavedFigure
+        The run's copy of the figure (a :class:`pathlib.Path`). Written atomically.
     """
     number = notebook.split("_", 1)[0]
     if not number.isdigit():
@@ -105,7 +121,7 @@ def save_figure(figure, slug: str, *, notebook: str, profile: Profile, title: st
         with atomic_path(target) as temporary:
             temporary.write_bytes(buffer.getvalue())
     _display_in_notebook(buffer.getvalue())
-    return targets[0]
+    return SavedFigure(targets[0])
 
 
 def _display_in_notebook(png: bytes) -> None:
@@ -169,6 +185,67 @@ def overlay_heatmap(axis, image: np.ndarray, heatmap: np.ndarray | None = None, 
     axis.set_title(title, fontsize=8)
     axis.set_xticks([])
     axis.set_yticks([])
+
+
+# The explorer's palette (notebook 09): the expert mask, the segmentation and relevance never share a
+# colour. Relevance is red for the class and blue against it (signed maps, ``bwr``) or white to red
+# (unsigned maps, ``Reds``); outlines are green (expert mask) and yellow (segmentation).
+EXPLORER_COLOURS = {"expert mask": "#00c853", "segmentation": "#ffd600"}
+
+
+def contour_lines(axis, mask: np.ndarray, colour: str, *, linewidth: float = 1.8) -> None:
+    """Outline a bool mask ``[H, W]`` with vector lines (``skimage.measure.find_contours`` at 0.5 on
+    the zero-padded mask): unbroken at any display size, unlike a 1-pixel raster outline. Pixel
+    ``(r, c)`` is centred at ``(c, r)``, as :meth:`~matplotlib.axes.Axes.imshow` draws it."""
+    from skimage import measure
+
+    for contour in measure.find_contours(np.pad(np.asarray(mask, dtype=np.float32), 1), 0.5):
+        axis.plot(contour[:, 1] - 1, contour[:, 0] - 1, color=colour, linewidth=linewidth, solid_capstyle="round")
+
+
+def explorer_panel(axis, image: np.ndarray, heatmap: np.ndarray | None = None, *, mask: np.ndarray | None = None,
+                   segmentation: np.ndarray | None = None, signed: bool = False, title: str = "") -> None:
+    """One panel of the explorer: radiograph, optional heatmap, expert mask and segmentation outlines.
+
+    The heatmap's colour scale saturates at the 99.5th percentile of its magnitude (display only:
+    a few extreme pixels, typical of LRP, would otherwise leave the rest of the map invisible).
+    """
+    axis.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="bilinear")
+    height, width = image.shape
+    extent = (-0.5, width - 0.5, height - 0.5, -0.5)
+    if heatmap is not None:
+        values = np.nan_to_num(np.asarray(heatmap, dtype=np.float32))
+        magnitude = np.abs(values)
+        limit = float(np.percentile(magnitude, 99.5)) or float(magnitude.max()) or 1.0
+        if signed:
+            axis.imshow(values, cmap="bwr", vmin=-limit, vmax=limit, alpha=0.55, extent=extent,
+                        interpolation="bilinear")
+        else:
+            low = float(values.min())
+            axis.imshow(values, cmap="Reds", vmin=low, vmax=max(low + 1e-12, float(np.percentile(values, 99.5))),
+                        alpha=0.55, extent=extent, interpolation="bilinear")
+    for region, key in ((mask, "expert mask"), (segmentation, "segmentation")):
+        if region is not None and np.any(region):
+            contour_lines(axis, region, EXPLORER_COLOURS[key])
+    axis.set_xlim(extent[0], extent[1])
+    axis.set_ylim(extent[2], extent[3])
+    axis.set_title(title, fontsize=9)
+    axis.set_xticks([])
+    axis.set_yticks([])
+
+
+def explorer_legend(figure, *, signed: bool = True) -> None:
+    """The explorer's legend, below the panels: outlines and what the relevance colours mean."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [Line2D([], [], color=EXPLORER_COLOURS["expert mask"], linewidth=2.5, label="expert mask"),
+               Line2D([], [], color=EXPLORER_COLOURS["segmentation"], linewidth=2.5, label="segmentation of the map"),
+               Patch(color="#e8453c", alpha=0.7, label="relevance for the class")]
+    if signed:
+        handles.append(Patch(color="#3b6fd8", alpha=0.7, label="relevance against the class"))
+    figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9, frameon=False,
+                  bbox_to_anchor=(0.5, -0.01))
 
 
 def image_grid(count: int, *, columns: int = 4, size: float = 2.3, title: str = ""):

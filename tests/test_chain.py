@@ -113,10 +113,42 @@ def test_a_failing_notebook_stops_the_chain_with_its_name_and_cell(tmp_path, mon
         chain.run_chain("smoke")
 
 
-def test_published_notebooks_carry_no_machine_path(tmp_path):
-    from shamsul_utils.chain import publish_notebook
+def _executed_notebook(*outputs):
+    import nbformat
 
+    notebook = nbformat.v4.new_notebook(metadata={"kernelspec": {"display_name": "Python 3", "language": "python",
+                                                                  "name": "python3"}})
+    notebook.cells = [nbformat.v4.new_code_cell("plots.save_figure(...)", outputs=list(outputs))]
+    return notebook
+
+
+def test_published_notebooks_carry_no_machine_path_no_progress_blocks_and_lab_metadata(tmp_path):
+    import nbformat
+
+    from shamsul_utils.chain import KERNEL_DISPLAY_NAME, publish_notebook
+
+    stream = nbformat.v4.new_output
+    notebook = _executed_notebook(
+        stream("stream", name="stderr", text="\rtraining:   0%|          | 0/8 [00:00<?, ?epoch/s]"
+                                             "\rtraining:  50%|#####     | 4/8 [00:04<00:04, 1.0epoch/s]"),
+        stream("stream", name="stderr", text="\rtraining: 100%|##########| 8/8 [00:08<00:00, 1.0epoch/s]\n"),
+        stream("stream", name="stderr", text="UserWarning: something a reader should see\n"),
+        stream("execute_result", data={"text/plain": f"saved {REPOSITORY_ROOT}/runs/demo/figures/01_gallery.png"},
+               execution_count=1))
     executed = tmp_path / "executed.ipynb"
-    executed.write_text(f'{{"path": "{REPOSITORY_ROOT}/runs/demo/figures/01_gallery.png"}}')
-    publish_notebook(executed, tmp_path / "published.ipynb")
-    assert (tmp_path / "published.ipynb").read_text() == '{"path": "runs/demo/figures/01_gallery.png"}'
+    executed.write_text(nbformat.writes(notebook))  # no trailing newline, as papermill leaves it
+    published = tmp_path / "published.ipynb"
+    publish_notebook(executed, published)
+    text = published.read_text()
+    assert str(REPOSITORY_ROOT) not in text and "saved runs/demo/figures/01_gallery.png" in text
+    result = nbformat.reads(text, as_version=4)
+    outputs = result.cells[0].outputs
+    assert [output.get("name") for output in outputs] == ["stdout", "stderr", None]
+    assert outputs[0]["text"] == "training: 100%|##########| 8/8 [00:08<00:00, 1.0epoch/s]\n"  # its last state
+    assert outputs[1]["text"].startswith("UserWarning")  # a real message stays where it was
+    assert result.metadata.kernelspec.display_name == KERNEL_DISPLAY_NAME
+    with open(tmp_path / "as_lab_saves_it.ipynb", "w") as handle:  # JupyterLab saves through nbformat.write
+        nbformat.write(result, handle)
+    assert (tmp_path / "as_lab_saves_it.ipynb").read_text() == text
+    publish_notebook(published, tmp_path / "again.ipynb")
+    assert (tmp_path / "again.ipynb").read_text() == text

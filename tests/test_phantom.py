@@ -59,6 +59,20 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(dataset, tmp_p
     ).read_bytes()
 
 
+def test_parallel_generation_writes_the_same_bytes(dataset, tmp_path):
+    """Every case depends on (seed, split, index) only, so two processes write what one does."""
+    parallel = tmp_path / "parallel"
+    write_dataset(parallel, sizes=SIZES, seed=3, settings=SMALL, workers=2)
+    assert _all_bytes(parallel) == _all_bytes(dataset)
+    shortcut = PhantomSettings(image_size=64, shortcut=("Lung Lesion", 1.0, 0.2))
+    one, two = tmp_path / "one", tmp_path / "two"
+    write_dataset(one, sizes={"train": 9}, seed=1, settings=shortcut, workers=1)
+    write_dataset(two, sizes={"train": 9}, seed=1, settings=shortcut, workers=2)
+    assert _all_bytes(one) == _all_bytes(two)
+    with pytest.raises(DataError, match="workers must be a positive int"):
+        write_dataset(tmp_path / "bad", sizes=SIZES, seed=3, settings=SMALL, workers=0)
+
+
 def test_case_does_not_depend_on_how_many_were_generated():
     """Case 5 is the same whether it comes sixth in a run or alone, whatever the global RNG holds."""
     in_a_run = [generate_case(index, "valid", 7, SMALL) for index in range(6)][5]

@@ -15,9 +15,11 @@ import pandas as pd
 import papermill
 import pytest
 from PIL import Image
+from smoke_run import build_smoke_run
 
 from shamsul_utils import workshop
 from shamsul_utils.chain import NOTEBOOK_FOLDER
+from shamsul_utils.explainers.registry import REGISTRY
 from shamsul_utils.labels import CLASSES
 
 pytestmark = pytest.mark.slow
@@ -27,28 +29,7 @@ NOW = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     """A minimal smoke run in a temporary SHAMSUL_RUNS (about 15 s on 2 cores)."""
-    from shamsul_utils import datasets, evaluation, study, training
-    from shamsul_utils.config import load_profile
-    from shamsul_utils.files import write_table
-    from shamsul_utils.models import load_trained_model
-    from shamsul_utils.phantom import PhantomSettings, write_dataset
-
-    runs = tmp_path_factory.mktemp("runs")
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.setenv("SHAMSUL_RUNS", str(runs))
-        config = load_profile("smoke")
-        write_dataset(config.data_root, sizes=config.data.sizes, seed=config.seed,
-                      settings=PhantomSettings(**config.data.phantom))
-        training.train(config, progress=False)
-        model, _ = load_trained_model(config)
-        training.predict_split(config, model, datasets.read_split(config, "test"))
-        explanation = study.explanation_set(config)
-        maps = {name: study.explain_cached(config, model, explanation, study.METHODS[name], progress=False)
-                for name in ("Grad-CAM", "LRP")}
-        scores = {name: evaluation.score_method(name, explanation, value, signed=config.evaluation.signed)
-                  for name, value in maps.items()}
-        write_table(evaluation.per_pair_table(scores, explanation), config.paths.tables / "localisation_pairs.csv")
-    return runs
+    return build_smoke_run(tmp_path_factory.mktemp("runs"))
 
 
 @pytest.fixture()
@@ -127,14 +108,121 @@ def test_view_rejects_bad_choices(explorer):
         explorer.view("nobody", "Cardiomegaly", "LRP")
 
 
-def test_view_figure_has_four_panels(explorer):
+def test_view_figure_has_three_panels_and_a_predictions_table(explorer):
     import matplotlib.pyplot as plt
 
     view = explorer.view(explorer.default_key, "Cardiomegaly", "LRP", 0.4)
+    table = workshop.predictions_table(view)
+    assert list(table.columns) == ["class", "probability", "label", "predicted", "correct"]
     figure = view.figure()
-    assert len(figure.axes) == 4
+    assert len(figure.axes) == 3
     plt.close(figure)
     assert view.png()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_otsu_threshold_is_stated_and_is_the_one_applied(explorer):
+    key = explorer.default_key
+    class_name = explorer.default_class(key)
+    view = explorer.view(key, class_name, "Grad-CAM", "otsu")
+    assert 0 < view.otsu < 1 and f"Otsu threshold {view.otsu:.2f}" in view.summary()
+    # the value shown is the one applied: Otsu mode keeps uint8(255 x) > T, i.e. x >= (T + 1) / 255 with
+    # T / 255 the value shown; that fixed threshold with Otsu mode's contour filling gives the same segmentation
+    from shamsul_utils.segmentation import heatmap_to_mask
+
+    fixed = heatmap_to_mask(view.heatmap, output_size=view.image.shape, threshold=view.otsu + 1 / 255 - 1e-6,
+                            signed=explorer.config.evaluation.signed, fill_holes=True, drop_isolated_pixels=True)
+    np.testing.assert_array_equal(fixed, view.segmentation)
+    assert explorer.view(key, class_name, "Grad-CAM", 0.5).otsu is None
+
+
+def test_panels_are_legible_outlines_are_vector_lines_and_titles_say_when_there_is_no_mask(explorer):
+    import matplotlib.pyplot as plt
+
+    key = explorer.default_key
+    view = explorer.view(key, explorer.default_class(key), "Grad-CAM", "otsu")
+    figure = view.figure()
+    assert view.ground_truth is not None and view.ground_truth.any()
+    assert figure.axes[0].get_title().endswith("expert mask")
+    assert len(figure.axes[2].lines) >= 2  # expert mask and segmentation outlines, drawn as lines
+    assert {line.get_color() for line in figure.axes[2].lines} == {"#00c853", "#ffd600"}
+    plt.close(figure)
+    width = Image.open(io.BytesIO(view.png())).width
+    assert 900 <= width <= 960  # three panels of ~300 px: they fit beside JupyterLab's file browser at 1280 px
+    upload = explorer.upload(GOOD_UPLOADS["gray.png"](), "titles.png")
+    figure = explorer.view(upload.key, "Cardiomegaly", "Grad-CAM").figure()
+    assert "no expert mask" in figure.axes[0].get_title() and "expert mask\n" not in figure.axes[0].get_title()
+    plt.close(figure)
+
+
+def test_comparison_shows_every_method_for_every_class_of_the_image(explorer):
+    import matplotlib.pyplot as plt
+
+    row = int(np.argmax(explorer.explanation.masks.present.sum(axis=1)))  # the image with most masks
+    key = explorer.explanation.cxr_ids[row]
+    comparison = explorer.comparison(key, "Pneumonia")
+    positives = [name for name in comparison.classes[:-1]]
+    assert comparison.classes[-1] == "Pneumonia" and len(positives) >= 1
+    assert comparison.methods == [record.name for record in REGISTRY.values()]
+    for (class_name, method), view in comparison.views.items():
+        single = explorer.view(key, class_name, method)
+        cell = comparison.cells[(comparison.cells["class"] == class_name) & (comparison.cells["method"] == method)]
+        assert len(cell) == 1 and (view.iou is None) == np.isnan(cell["iou"].iloc[0])
+        if view.iou is not None:
+            assert cell["iou"].iloc[0] == pytest.approx(single.iou, abs=1e-12)
+    assert comparison.iou_table.loc["Pneumonia"].isna().all()  # no expert mask for a class not localised
+    predictions = comparison.predictions
+    assert list(predictions["class"]) == list(CLASSES)
+    labels = explorer.explanation.labels[row]
+    expected = (explorer.explanation.probabilities[row] >= 0.5) == (labels == 1)
+    assert list(predictions["correct"]) == list(expected)
+    figure = comparison.figure()
+    assert len(figure.axes) == len(comparison.classes) * (1 + len(comparison.methods))
+    plt.close(figure)
+    assert "class(es) x" in comparison.summary()
+
+
+def test_an_upload_of_an_explanation_set_image_gets_its_masks_and_labels(explorer):
+    entry_key = explorer.default_key
+    path = explorer.explanation.table["image_path"].iloc[0]
+    with open(path, "rb") as handle:
+        content = handle.read()
+    result = explorer.upload(content, "same.png")
+    assert result.key == entry_key and entry_key in result.message and "expert masks" in result.message
+    assert explorer.view(result.key, explorer.default_class(result.key), "Grad-CAM").ground_truth is not None
+    resaved = _encode(Image.open(io.BytesIO(content)))  # the same pixels in another file: still recognised
+    assert explorer.upload(resaved, "resaved.png").key == entry_key
+
+
+def test_uploads_unlike_the_training_images_get_a_visible_note(explorer, runs):
+    from shamsul_utils import datasets
+
+    reference = explorer.familiarity()
+    size = explorer.config.model.input_size
+    test = datasets.read_split(explorer.config, "test")
+    grays = datasets.load_images(test.table["image_path"].tolist(), size)
+    flagged = np.mean([reference.note(gray) is not None for gray in grays])
+    assert flagged <= 0.05, f"{flagged:.0%} of the test split's phantom images are called unlike the training images"
+    rows, columns = np.mgrid[0:size, 0:size]
+    unlike = {"gradient": (255 * columns / size).astype(np.uint8),
+              "noise": np.random.default_rng(0).integers(0, 256, (size, size), dtype=np.uint8),
+              "flat gray": np.full((size, size), 128, np.uint8),
+              "inverted radiograph": 255 - grays[0], "shifted radiograph": np.roll(grays[0], size // 3, axis=1)}
+    for name, gray in unlike.items():
+        assert reference.note(gray) is not None, name
+    result = explorer.upload(_encode(Image.fromarray(unlike["gradient"])), "gradient.png")
+    assert "unlike the images the model was trained on" in result.message
+    view = explorer.view(result.key, "Cardiomegaly", "Grad-CAM")
+    assert "Note: unlike" in view.summary()
+
+
+def test_a_missing_run_is_one_line_saying_what_to_do(tmp_path, monkeypatch):
+    from shamsul_utils.errors import DataError
+
+    monkeypatch.setenv("SHAMSUL_RUNS", str(tmp_path / "nothing"))
+    with pytest.raises(DataError, match=r"profile 'smoke' has no usable trained run .*make reproduce"):
+        workshop.Explorer("smoke")
+    app = workshop.ExplorerApp.open("smoke")
+    assert app.explorer is None and "make reproduce" in app.status.value and "#b00020" in app.status.value
 
 
 # ------------------------------------------------------------------------------------------ uploads
@@ -235,6 +323,23 @@ def test_app_refreshes_and_reports_upload_errors_in_the_widget(explorer):
     assert app.image.value.startswith("upload-") and "mine.png" in app.status.value
     assert "#b00020" not in app.status.value
     assert app.upload.value == ()  # cleared, so the same file can be uploaded again
+
+
+def test_app_compares_all_methods_and_shows_otsu_on_the_slider(explorer):
+    app = workshop.ExplorerApp(explorer)
+    assert app.otsu.value and app.threshold.disabled
+    view = app.refresh()
+    assert app.threshold.value == pytest.approx(round(view.otsu, 2))  # Otsu's value, not a stale one
+    seen = []
+    app.figure.observe(lambda change: seen.append((change["new"][:4], app.method.disabled)), names="value")
+    app.mode.value = "all methods"
+    assert "class(es) x" in app.status.value and "IoU per class and method" in app.tables.value
+    assert "Predictions" in app.tables.value and app.figure.value[:4] == b"\x89PNG"
+    assert seen and all(disabled for _, disabled in seen)  # the picture changes only while controls are off
+    assert not app.method.disabled and not app.image.disabled and app.threshold.disabled  # back after
+    app.mode.value = "one method"
+    assert "IoU per class" not in app.tables.value and "Predictions" in app.tables.value
+    assert "IoU" in app.status.value or "no expert mask" in app.status.value
 
 
 # ------------------------------------------------------------------------------------------ notebooks
