@@ -244,7 +244,7 @@ def publish_notebook(executed: Path, published: Path) -> None:
 
     This machine's repository path is made relative; progress bars (tqdm writes them to stderr,
     which JupyterLab shows as red blocks) become their final line on stdout, consecutive ones
-    joined; other stderr output (a warning) is kept as it is. The notebook is written as
+    joined, and blank stderr output is dropped; other stderr output (a warning) is kept as it is. The notebook is written as
     JupyterLab would save it (nbformat, ``kernelspec.display_name`` of the kernel that ran it,
     trailing newline), so that opening it does not make autosave rewrite it.
     """
@@ -257,6 +257,8 @@ def publish_notebook(executed: Path, published: Path) -> None:
             continue
         outputs = []
         for output in cell.outputs:
+            if output.get("name") == "stderr" and not output.get("text", "").strip():
+                continue  # what a progress bar writes when it closes: nothing to read
             final = _final_progress(output.get("text", "")) if output.get("name") == "stderr" else None
             if final is not None:
                 if outputs and outputs[-1].get("name") == "stdout" and outputs[-1].get("progress"):

@@ -517,16 +517,10 @@ class ImageDataset(torch.utils.data.Dataset):
         flipped radiograph is dextrocardia, an anatomy the test set does not contain.
     seed : int
         Seeds the augmentation per item and epoch (set ``epoch`` before each epoch).
-    cache_bytes : int
-        Keep the decoded, resized images in memory when they all fit in this many bytes
-        (uint8 ``size x size`` each; the demo's 3000 training images take 49 MB): every epoch after
-        the first reads no file. Only in the process that made the dataset: DataLoader workers
-        (``num_workers > 0``, the paper profile) decode from disk as before. The items are the same
-        either way (``tests/test_datasets.py``).
     """
 
     def __init__(self, table: pd.DataFrame, size: int, *, augment_shift: float = 0.0,
-                 horizontal_flip: bool = False, seed: int = 0, cache_bytes: int = 256 * 2**20):
+                 horizontal_flip: bool = False, seed: int = 0):
         self.paths = table["image_path"].tolist()
         self.labels = torch.as_tensor(table[list(CLASSES)].to_numpy(np.float32))
         self.size = size
@@ -534,23 +528,12 @@ class ImageDataset(torch.utils.data.Dataset):
         self.horizontal_flip = horizontal_flip
         self.seed = seed
         self.epoch = 0
-        self._cache: dict[int, np.ndarray] | None = {} if len(self.paths) * size * size <= cache_bytes else None
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def _gray(self, index: int) -> np.ndarray:
-        if self._cache is None or torch.utils.data.get_worker_info() is not None:
-            return load_image(self.paths[index], self.size)
-        gray = self._cache.get(index)
-        if gray is None:
-            gray = load_image(self.paths[index], self.size)
-            gray.setflags(write=False)  # shared by every epoch: never changed in place
-            self._cache[index] = gray
-        return gray
-
     def __getitem__(self, index: int):
-        gray = self._gray(index)
+        gray = load_image(self.paths[index], self.size)
         if self.augment_shift > 0 or self.horizontal_flip:
             rng = np.random.default_rng((self.seed, self.epoch, index))
             if self.augment_shift > 0:

@@ -132,6 +132,7 @@ def test_published_notebooks_carry_no_machine_path_no_progress_blocks_and_lab_me
         stream("stream", name="stderr", text="\rtraining:   0%|          | 0/8 [00:00<?, ?epoch/s]"
                                              "\rtraining:  50%|#####     | 4/8 [00:04<00:04, 1.0epoch/s]"),
         stream("stream", name="stderr", text="\rtraining: 100%|##########| 8/8 [00:08<00:00, 1.0epoch/s]\n"),
+        stream("stream", name="stderr", text="\n"),  # what tqdm writes when it closes
         stream("stream", name="stderr", text="UserWarning: something a reader should see\n"),
         stream("execute_result", data={"text/plain": f"saved {REPOSITORY_ROOT}/runs/demo/figures/01_gallery.png"},
                execution_count=1))

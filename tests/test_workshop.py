@@ -327,6 +327,7 @@ def test_app_refreshes_and_reports_upload_errors_in_the_widget(explorer):
 
 def test_app_compares_all_methods_and_shows_otsu_on_the_slider(explorer):
     app = workshop.ExplorerApp(explorer)
+    assert "Restart Kernel and Run All Cells" in app.hint.value and app.hint in app.widget.children
     assert app.otsu.value and app.threshold.disabled
     view = app.refresh()
     assert app.threshold.value == pytest.approx(round(view.otsu, 2))  # Otsu's value, not a stale one

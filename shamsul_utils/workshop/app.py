@@ -12,9 +12,11 @@ from ..labels import CLASSES
 from .explorer import Comparison, Explorer, ExplorerView, predictions_table
 from .uploads import Upload
 
-__all__ = ["ExplorerApp", "MODES"]
+__all__ = ["ExplorerApp", "MODES", "DEAD_KERNEL_HINT"]
 
 MODES = ("one method", "all methods")  # the single-panel view and the side-by-side comparison
+DEAD_KERNEL_HINT = ("If a click changes nothing (no \u201ccomputing\u201d line), the kernel has stopped: "
+                    "Kernel \u203a Restart Kernel and Run All Cells.")
 
 
 class ExplorerApp:
@@ -65,11 +67,14 @@ class ExplorerApp:
         self.tables = widgets.HTML()
         self.progress = widgets.Output()
         picture = widgets.Box([self.figure], layout=widgets.Layout(overflow="auto", width="100%"))
+        # Widgets cannot report a kernel that has stopped (they are drawn by the browser, their callbacks run
+        # in the kernel): this line, always shown, says what to do when a click changes nothing.
+        self.hint = widgets.HTML(f'<span style="color:#666666">{DEAD_KERNEL_HINT}</span>')
         self.widget = widgets.VBox([
             widgets.HBox([self.image, self.class_name, self.upload], layout=widgets.Layout(flex_flow="row wrap")),
             widgets.HBox([self.method], layout=widgets.Layout(flex_flow="row wrap")),
             widgets.HBox([self.mode, self.otsu, self.threshold], layout=widgets.Layout(flex_flow="row wrap")),
-            self.status, self.progress, picture, self.tables])
+            self.status, self.progress, picture, self.tables, self.hint])
         self._controls = (self.image, self.class_name, self.method, self.mode, self.otsu, self.threshold, self.upload)
         for control in (self.image, self.class_name, self.method, self.mode, self.threshold):
             control.observe(self._changed, names="value")
