@@ -102,8 +102,10 @@ class TrainingConfig:
     learning_rate: float = 1e-4
     weight_decay: float = 0.0
     class_weighting: bool = False  # paper-style positive weighting of BCE
+    schedule: str = "plateau"  # "plateau" (the paper's) or "step" (drops after the epochs of step_epochs)
     plateau_patience: int = 1
-    plateau_factor: float = 0.1
+    plateau_factor: float = 0.1  # the factor of every drop of the learning rate, under either schedule
+    step_epochs: tuple[int, ...] = ()  # schedule "step": drop the rate after each of these epochs
     early_stopping_patience: int = 3
     select_on: str = "valid_loss"  # checkpoint selection and early stopping: "valid_loss" or "valid_auroc"
     horizontal_flip: bool = False
@@ -364,6 +366,11 @@ def _check_ranges(profile: Profile, where: str) -> None:
         ("training.plateau_factor", training.plateau_factor, 0 < training.plateau_factor < 1, "in (0, 1)"),
         ("training.early_stopping_patience", training.early_stopping_patience,
          training.early_stopping_patience >= 1, "at least 1"),
+        ("training.step_epochs", list(training.step_epochs),
+         list(training.step_epochs) == sorted(set(training.step_epochs))
+         and all(1 <= epoch < training.epochs for epoch in training.step_epochs)
+         and (training.schedule != "step" or len(training.step_epochs) >= 1),
+         "increasing epochs from 1 to training.epochs - 1 (at least one with schedule: step)"),
         ("training.augment_shift", training.augment_shift, 0 <= training.augment_shift <= 0.5, "in [0, 0.5]"),
         ("training.num_workers", training.num_workers, training.num_workers >= 0, "0 or more"),
         ("explain.n_images", explain.n_images, explain.n_images >= 1, "at least 1"),
@@ -401,6 +408,7 @@ def _validate(profile: Profile, where: str) -> None:
         "evaluation.signed": (profile.evaluation.signed, ("positive", "absolute", "raw")),
         "device": (profile.device, ("auto", "cpu", "cuda")),
         "training.select_on": (profile.training.select_on, ("valid_loss", "valid_auroc")),
+        "training.schedule": (profile.training.schedule, ("plateau", "step")),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
@@ -438,6 +446,11 @@ def _validate(profile: Profile, where: str) -> None:
     if set(shortcut.sizes) != {"train", "valid", "test"} or min(shortcut.sizes.values()) < 1:
         raise DataError(f"{where}: shortcut.sizes needs positive train, valid and test counts, got {shortcut.sizes}")
     _check_ranges(profile, where)
+    late = [epoch for epoch in profile.training.step_epochs if epoch >= (shortcut.epochs or profile.training.epochs)]
+    if late:
+        raise DataError(f"{where}: training.step_epochs {list(profile.training.step_epochs)} drop the rate after "
+                        f"the shortcut model's last epoch (shortcut.epochs is {shortcut.epochs}); lower them or "
+                        "raise shortcut.epochs")
     if profile.model.checkpoint.startswith("torchxrayvision:"):
         if profile.model.architecture != "densenet121" or profile.model.input_size != 224:
             raise DataError(f"{where}: model.checkpoint {profile.model.checkpoint} is a DenseNet121 at 224 px; "

@@ -63,7 +63,9 @@ def train_extra_seeds(profile: Profile, *, workers: int | None = None) -> pd.Dat
 
     The extra seeds' models train in worker processes with one thread each, ``workers`` at a
     time (default: one per CPU core, at most one per seed): on a small model, two single-threaded
-    trainings on two cores finish sooner than two two-threaded ones in turn. They always train
+    trainings on two cores finish sooner than two two-threaded ones in turn. Training the main
+    model beside them as well (three processes on two cores) was slower than the main model first
+    with every core and then the extra seeds (measured in ``benchmarks/README.md``). They always train
     single-threaded, whatever ``workers`` is, so their weights do not depend on the number of
     cores (the thread count changes float rounding). The main model must already be trained
     (notebook 02 trains it in the notebook's process).

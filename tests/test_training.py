@@ -48,6 +48,28 @@ def test_loss_falls_and_resume_gives_identical_weights(data_root, tmp_path, monk
     assert again.reused, "a finished training with the same fingerprint is reused"
 
 
+def test_step_schedule_rates_by_hand_and_resume(data_root, tmp_path, monkeypatch):
+    """Epochs after each of step_epochs run at a rate plateau_factor lower, whatever the validation loss."""
+    epochs, rate = 4, 0.01
+    settings = dict(schedule="step", step_epochs=[1, 3], plateau_factor=0.5, epochs=epochs, learning_rate=rate)
+    straight = _profile(data_root, tmp_path / "straight", monkeypatch, **settings)
+    history = training.train(straight, progress=False).history
+    np.testing.assert_allclose(history["learning_rate"], [0.01, 0.005, 0.005, 0.0025], rtol=1e-12)
+
+    plateau = _profile(data_root, tmp_path / "plateau", monkeypatch, epochs=2, learning_rate=rate)
+    assert training.train(plateau, progress=False).history["learning_rate"].iloc[0] == rate, \
+        "the history records the rate an epoch ran at, not the next one"
+
+    interrupted = _profile(data_root, tmp_path / "interrupted", monkeypatch, **settings)
+    training.train(interrupted, progress=False, max_epochs_this_call=2)
+    resumed = training.train(interrupted, progress=False).history
+    np.testing.assert_allclose(resumed["learning_rate"], [0.01, 0.005, 0.005, 0.0025], rtol=1e-12)
+    first = torch.load(tmp_path / "straight" / "smoke" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    second = torch.load(tmp_path / "interrupted" / "smoke" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+
+
 def test_predictions_shape_order_and_range(data_root, tmp_path, monkeypatch):
     profile = _profile(data_root, tmp_path / "run", monkeypatch, epochs=1)
     training.train(profile, progress=False)
