@@ -12,7 +12,9 @@ reader of the repository sees them with their outputs. Wall time per notebook is
 
 The console shows one progress line per notebook (cells done of total, elapsed time) and, while
 notebook 02 trains, each finished epoch; the kernels' own messages go to
-``runs/<profile>/notebooks/<notebook>.kernel.log``. A chain holds its run folder's lock, so a
+``runs/<profile>/notebooks/<notebook>.kernel.log``; a notebook's notices of cached work done
+again (:mod:`shamsul_utils.notices`: code, data or an image changed) are repeated on the console
+when it ends. A chain holds its run folder's lock, so a
 second chain on the same folder stops at once, and it starts by removing the temporary files of
 writes that a killed run left behind.
 """
@@ -28,11 +30,13 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from . import PACKAGE_VARIABLE
 from .config import REPOSITORY_ROOT, load_profile
 from .errors import DataError
 from .files import atomic_write_text, remove_stale_temporaries
+from .notices import notices_in
 
-__all__ = ["CHAIN", "available_notebooks", "run_chain", "run_lock", "main"]
+__all__ = ["CHAIN", "available_notebooks", "run_chain", "run_folders", "run_lock", "main"]
 
 # The study's notebooks in execution order; each reads what the earlier ones wrote.
 CHAIN: tuple[str, ...] = (
@@ -86,10 +90,11 @@ def run_chain(profile_name: str, *, start: str | None = None, only: Sequence[str
     output_folder.mkdir(parents=True, exist_ok=True)
     timings: list[tuple[str, float]] = []
     environment = {"MPLBACKEND": "agg", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
-                   "TQDM_MININTERVAL": "30"}  # few progress-bar updates in the executed notebooks
+                   "TQDM_MININTERVAL": "30",  # few progress-bar updates in the executed notebooks
+                   PACKAGE_VARIABLE: str(Path(__file__).resolve().parent)}  # kernels import this very package
     os.environ.update(environment)
     with run_lock(profile.paths.run):
-        removed = remove_stale_temporaries(profile.paths.run)
+        removed = sum(remove_stale_temporaries(folder) for folder in run_folders(profile))
         if removed:
             print(f"[chain] {profile.name}: removed {removed} temporary file(s) left by a killed run", flush=True)
         for name in names:
@@ -114,11 +119,24 @@ def run_chain(profile_name: str, *, start: str | None = None, only: Sequence[str
                                  f"kernel messages: {kernel_log})") from None
             seconds = time.perf_counter() - started
             timings.append((name, seconds))
+            for line in notices_in(output):
+                print(f"[chain] {profile.name}: {name}: {line}", flush=True)
             print(f"[chain] {profile.name}: {name} done in {seconds:.0f} s", flush=True)
             if profile.publish_figures:
                 publish_notebook(output, NOTEBOOK_FOLDER / "executed" / f"{name}.ipynb")
         _record_timings(profile.paths.run / "chain_timings.csv", timings)
     return timings
+
+
+def run_folders(profile) -> list[Path]:
+    """The run folder of a profile and those of the runs its chain derives from it: the extra
+    training seeds' ``<name>-seed<k>`` and the shortcut experiment's ``<name>-shortcut`` (written
+    only by this profile's chain, under its lock)."""
+    main = profile.paths.run
+    pattern = re.compile(rf"{re.escape(profile.name)}-(?:seed\d+|shortcut)")
+    derived = sorted(path for path in main.parent.glob(f"{profile.name}-*")
+                     if path.is_dir() and pattern.fullmatch(path.name))
+    return [main, *derived]
 
 
 @contextlib.contextmanager

@@ -45,6 +45,7 @@ __all__ = [
     "check_rle",
     "rle_counts",
     "MAX_MASK_SIDE",
+    "MAX_MASK_PIXELS",
     "read_segmentations",
     "write_segmentations",
     "export_segmentations",
@@ -102,9 +103,11 @@ def encode_mask(mask: np.ndarray) -> dict:
     }
 
 
-# The largest mask side accepted (CheXpert's originals are at most about 4000 px): a bound checked
-# before anything is allocated, so that a crafted "size" cannot ask for gigabytes.
-MAX_MASK_SIDE = 16384
+# The largest mask accepted (CheXpert's originals are at most about 4000 px a side): bounds checked
+# before anything is allocated, so that a crafted "size" or map shape cannot ask for gigabytes. At
+# the limit one image's 10 masks take 168 MB and one map resized to them 67 MB.
+MAX_MASK_SIDE = 8192
+MAX_MASK_PIXELS = 1 << 24  # 4096 x 4096
 
 
 def rle_counts(counts: str | bytes) -> list[int]:
@@ -144,15 +147,23 @@ def rle_counts(counts: str | bytes) -> list[int]:
 
 def check_rle(rle: dict, *, where: str = "segmentation") -> tuple[tuple[int, int], list[int]]:
     """``(size, run lengths)`` of one RLE entry, or a one-line :class:`DataError`: the size must be
-    two integers in ``[1, MAX_MASK_SIDE]`` and the runs non-negative, summing to ``h x w``."""
+    two integers in ``[1, MAX_MASK_SIDE]`` with at most ``MAX_MASK_PIXELS`` pixels, ``counts`` a
+    COCO string or a list of integers, and the runs non-negative, summing to ``h x w``. Nothing
+    larger than the entry itself is allocated before the size is checked."""
     try:
         size = tuple(int(value) for value in rle["size"])
         counts = rle["counts"]
-        runs = [int(value) for value in counts] if isinstance(counts, list) else rle_counts(counts)
-    except (KeyError, TypeError, ValueError) as error:
+        if not isinstance(counts, (str, bytes, list)):  # bytes(2e8) would allocate 200 MB of zeros
+            raise TypeError(f"counts is a {type(counts).__name__}, not a string or a list")
+    except (KeyError, TypeError, ValueError, OverflowError) as error:
         raise DataError(f"{where}: not a COCO RLE entry with 'size' and 'counts' ({error})") from None
-    if len(size) != 2 or not all(1 <= side <= MAX_MASK_SIDE for side in size):
-        raise DataError(f"{where}: RLE size {list(size)} is not [h, w] with sides from 1 to {MAX_MASK_SIDE}")
+    if len(size) != 2 or not all(1 <= side <= MAX_MASK_SIDE for side in size) or size[0] * size[1] > MAX_MASK_PIXELS:
+        raise DataError(f"{where}: RLE size {list(size)} is not [h, w] with sides from 1 to {MAX_MASK_SIDE} and "
+                        f"at most {MAX_MASK_PIXELS} pixels")
+    try:
+        runs = [int(value) for value in counts] if isinstance(counts, list) else rle_counts(counts)
+    except (TypeError, ValueError, OverflowError) as error:
+        raise DataError(f"{where}: not a COCO RLE entry with 'size' and 'counts' ({error})") from None
     if any(run < 0 for run in runs) or sum(runs) != size[0] * size[1]:
         raise DataError(f"{where}: RLE runs sum to {sum(runs)} pixels (or are negative), but its size "
                         f"{size[0]} x {size[1]} has {size[0] * size[1]}")
@@ -351,8 +362,15 @@ def export_heatmap_pkls(
 def _probability(value, name: str, path: Path) -> float:
     """A pkl's ``prob`` (or ``gt``): a number, a one-element tensor, or a 14-vector in CheXpert's class
     order (CheXlocalize writes the task's own value; some pipelines store the model's whole output)."""
-    array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value, dtype=float)
-    flat = np.asarray(array, dtype=float).reshape(-1)
+    try:
+        if isinstance(value, torch.Tensor):
+            if value.numel() > len(CLASSES):  # checked before a copy (a zero-stride tensor claims any size)
+                raise ValueError(f"{value.numel()} values")
+            value = value.detach().cpu().numpy()
+        flat = np.asarray(value, dtype=float).reshape(-1)
+    except (TypeError, ValueError) as error:
+        raise DataError(f"{path}: prob/gt of {name} must be a number or {len(CLASSES)} numbers; "
+                        f"got {type(value).__name__} ({error})") from None
     if flat.size == 1:
         return float(flat[0])
     if flat.size == len(CLASSES):
@@ -426,14 +444,7 @@ def import_heatmap_pkls(folder: str | os.PathLike) -> dict[str, dict[str, Heatma
             raise DataError(f"{path}: missing key(s) {', '.join(missing)}")
         if "task" in content and content["task"] != task:
             raise DataError(f"{path}: file name says task {task!r}, the pickle says {content['task']!r}")
-        heatmap = content["map"]
-        heatmap = heatmap.detach().cpu().numpy() if isinstance(heatmap, torch.Tensor) else np.asarray(heatmap)
-        dims = tuple(int(value) for value in content["cxr_dims"])
-        if heatmap.ndim < 2 or heatmap.size != heatmap.shape[-2] * heatmap.shape[-1] or len(dims) != 2:
-            raise DataError(
-                f"{path}: map must be 1 x 1 x h x w and cxr_dims (w, h); got {heatmap.shape}, {dims}"
-            )
-        heatmap = heatmap.reshape(heatmap.shape[-2:]).astype(np.float32)
+        heatmap, dims = _checked_map(content["map"], content["cxr_dims"], path)
         label = content.get("gt")
         by_class = result.setdefault(cxr_id, {})
         if name in by_class:
@@ -443,3 +454,31 @@ def import_heatmap_pkls(folder: str | os.PathLike) -> dict[str, dict[str, Heatma
             None if label is None else int(_probability(label, name, path)),
         )
     return result
+
+
+def _checked_map(value, cxr_dims, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
+    """A pkl's ``map`` as float32 ``(h, w)`` and its ``cxr_dims`` ``(w, h)``, or one line naming the
+    file. The declared shape is checked before anything is copied: a tensor with zero strides
+    can claim a map of any size in a few hundred bytes."""
+    try:
+        dims = tuple(int(item) for item in cxr_dims)
+    except (TypeError, ValueError, OverflowError):
+        raise DataError(f"{path}: cxr_dims must be two integers (w, h); got {cxr_dims!r}") from None
+    if len(dims) != 2 or not all(1 <= side <= MAX_MASK_SIDE for side in dims) or dims[0] * dims[1] > MAX_MASK_PIXELS:
+        raise DataError(f"{path}: cxr_dims {dims} is not (w, h) with sides from 1 to {MAX_MASK_SIDE} and at most "
+                        f"{MAX_MASK_PIXELS} pixels")
+    if not isinstance(value, (torch.Tensor, np.ndarray)):
+        raise DataError(f"{path}: map is a {type(value).__name__}; expected a 1 x 1 x h x w tensor or array")
+    shape = tuple(value.shape)
+    if len(shape) < 2 or int(np.prod(shape[:-2], dtype=np.int64)) != 1 or shape[-2] * shape[-1] > MAX_MASK_PIXELS:
+        raise DataError(f"{path}: map must be 1 x 1 x h x w with at most {MAX_MASK_PIXELS} pixels; got {shape}")
+    if isinstance(value, torch.Tensor):
+        if value.is_complex() or not (value.is_floating_point() or value.dtype in (torch.uint8, torch.int8, torch.int16,
+                                                                                    torch.int32, torch.int64, torch.bool)):
+            raise DataError(f"{path}: map of dtype {value.dtype}; expected numbers")
+        heatmap = value.detach().cpu().reshape(shape[-2:]).to(torch.float32).numpy()
+    else:
+        if value.dtype.kind not in "biuf":
+            raise DataError(f"{path}: map of dtype {value.dtype}; expected numbers")
+        heatmap = value.reshape(shape[-2:]).astype(np.float32)
+    return heatmap, dims

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -264,7 +265,7 @@ def _convert(value, annotation, where: str):
             raise DataError(f"{where}: expected {annotation.__name__}, got {value!r}")
         try:
             converted = annotation(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise DataError(f"{where}: expected {annotation.__name__}, got {value!r}") from None
         if annotation is int and isinstance(value, float) and value != converted:
             raise DataError(f"{where}: expected an integer, got {value!r}")
@@ -341,6 +342,9 @@ def load_profile(profile: str | os.PathLike, overrides: dict | None = None) -> P
     return profile_object
 
 
+_RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")  # a run folder's name: never a path
+
+
 def _check_ranges(profile: Profile, where: str) -> None:
     """Every numeric setting within its range, every named choice among the allowed ones: one line
     naming the key otherwise, at load, not in the notebook that would fail."""
@@ -353,13 +357,13 @@ def _check_ranges(profile: Profile, where: str) -> None:
     training, model, explain, evaluation = profile.training, profile.model, profile.explain, profile.evaluation
     rules = [
         ("seed", profile.seed, profile.seed >= 0, "0 or more"),
-        ("model.input_size", model.input_size, model.input_size >= 32, "at least 32 (pixels)"),
+        ("model.input_size", model.input_size, 32 <= model.input_size <= 4096, "32 to 4096 (pixels)"),
         ("model.growth_rate", model.growth_rate, model.growth_rate >= 1, "at least 1"),
         ("model.block_config", list(model.block_config),
          len(model.block_config) >= 1 and min(model.block_config, default=0) >= 1, "a non-empty list of counts >= 1"),
         ("model.drop_rate", model.drop_rate, 0 <= model.drop_rate < 1, "in [0, 1)"),
-        ("training.epochs", training.epochs, training.epochs >= 1, "at least 1"),
-        ("training.batch_size", training.batch_size, training.batch_size >= 1, "at least 1"),
+        ("training.epochs", training.epochs, 1 <= training.epochs <= 10_000, "1 to 10000"),
+        ("training.batch_size", training.batch_size, 1 <= training.batch_size <= 65_536, "1 to 65536"),
         ("training.learning_rate", training.learning_rate, training.learning_rate > 0, "above 0"),
         ("training.weight_decay", training.weight_decay, training.weight_decay >= 0, "0 or more"),
         ("training.plateau_patience", training.plateau_patience, training.plateau_patience >= 0, "0 or more"),
@@ -373,13 +377,13 @@ def _check_ranges(profile: Profile, where: str) -> None:
          "increasing epochs from 1 (at least one with schedule: step; one at or after the last epoch is never reached)"),
         ("training.augment_shift", training.augment_shift, 0 <= training.augment_shift <= 0.5, "in [0, 0.5]"),
         ("training.num_workers", training.num_workers, training.num_workers >= 0, "0 or more"),
-        ("explain.n_images", explain.n_images, explain.n_images >= 1, "at least 1"),
+        ("explain.n_images", explain.n_images, 1 <= explain.n_images <= 1_000_000, "1 to 1000000"),
         ("explain.per_class", explain.per_class, explain.per_class >= 0, "0 or more"),
-        ("explain.batch_size", explain.batch_size, explain.batch_size >= 1, "at least 1"),
-        ("explain.lime_samples", explain.lime_samples, explain.lime_samples >= 2, "at least 2"),
-        ("explain.shap_samples", explain.shap_samples, explain.shap_samples >= 2, "at least 2"),
+        ("explain.batch_size", explain.batch_size, 1 <= explain.batch_size <= 65_536, "1 to 65536"),
+        ("explain.lime_samples", explain.lime_samples, 2 <= explain.lime_samples <= 1_000_000, "2 to 1000000"),
+        ("explain.shap_samples", explain.shap_samples, 2 <= explain.shap_samples <= 1_000_000, "2 to 1000000"),
         ("explain.shap_fill", explain.shap_fill, explain.shap_fill in FILLS, f"one of {', '.join(FILLS)}"),
-        ("evaluation.bootstrap", evaluation.bootstrap, evaluation.bootstrap >= 1, "at least 1"),
+        ("evaluation.bootstrap", evaluation.bootstrap, 1 <= evaluation.bootstrap <= 1_000_000, "1 to 1000000"),
         ("evaluation.faithfulness_steps", evaluation.faithfulness_steps, evaluation.faithfulness_steps >= 1,
          "at least 1"),
         ("evaluation.faithfulness_images", evaluation.faithfulness_images, evaluation.faithfulness_images >= 0,
@@ -389,7 +393,7 @@ def _check_ranges(profile: Profile, where: str) -> None:
     ]
     rules += [(f"data.max_images.{split}", count, count >= 0, "0 (all) or more")
               for split, count in profile.data.max_images.items()]
-    rules += [(f"data.sizes.{split}", count, count >= 1, "at least 1") for split, count in profile.data.sizes.items()]
+    rules += [(f"data.sizes.{split}", count, 1 <= count <= 10_000_000, "1 to 10000000") for split, count in profile.data.sizes.items()]
     for key, value, valid, allowed in rules:
         if not valid:
             raise DataError(f"{where}: {key} is {value!r}; expected {allowed}")
@@ -401,6 +405,9 @@ def _check_ranges(profile: Profile, where: str) -> None:
 
 
 def _validate(profile: Profile, where: str) -> None:
+    if not _RUN_NAME.fullmatch(profile.name) or set(profile.name) == {"."}:
+        raise DataError(f"{where}: name is {profile.name!r}; expected a plain folder name (letters, digits, '.', "
+                        "'_', '-'; the run folder runs/<name>/)")
     choices = {
         "data.source": (profile.data.source, ("phantom", "chexpert")),
         "data.uncertain": (profile.data.uncertain, ("zeros", "ones")),

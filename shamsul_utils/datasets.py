@@ -34,6 +34,7 @@ from .labels import CLASSES, LOCALIZED_CLASSES
 from .models import normalize
 
 __all__ = [
+    "to_gray8",
     "METADATA_COLUMNS",
     "CHEXPERT_FOLDERS",
     "chexpert_folder",
@@ -87,7 +88,8 @@ def read_chexpert_csv(csv_path: str | Path, *, image_root: str | Path | None = N
     if not csv_path.is_file():
         raise DataError(f"{csv_path}: label CSV not found")
     try:
-        table = pd.read_csv(csv_path, dtype={name: str for name in CLASSES})  # labels as written: no TRUE -> 1
+        # labels as written: no TRUE -> 1, and only an empty cell is blank ("NULL", "N/A", "nan" are refused)
+        table = pd.read_csv(csv_path, dtype={name: str for name in CLASSES}, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
         raise DataError(f"{csv_path}: not a readable CSV ({str(error).splitlines()[0]})") from None
     missing = [column for column in ("Path", *CLASSES) if column not in table.columns]
@@ -106,9 +108,17 @@ def read_chexpert_csv(csv_path: str | Path, *, image_root: str | Path | None = N
     bad = ~blank & (labels.isna() | ~labels.isin([1.0, 0.0, -1.0]))
     if bad.any().any():
         row, column = np.argwhere(bad.to_numpy())[0]
-        raise DataError(f"{csv_path}: row {row + 2}, column {CLASSES[column]!r}: label {str(raw.iloc[row, column])!r} "
+        line = int(table.index[row]) + 2  # the file's line: the header is line 1, lateral rows count too
+        raise DataError(f"{csv_path}: line {line}, column {CLASSES[column]!r}: label {str(raw.iloc[row, column])!r} "
                         f"is not 1, 0, -1 or blank ({int(bad.to_numpy().sum())} such values)")
     labels = labels.fillna(0.0).replace(-1.0, 1.0 if uncertain == "ones" else 0.0).astype(np.float32)
+    paths_given = table["Path"].astype(str).str.replace("\\", "/", regex=False)
+    escaping = paths_given.str.startswith("/") | paths_given.str.match(r"^[A-Za-z]:") | paths_given.str.contains(
+        r"(?:^|/)\.\.(?:/|$)")
+    if escaping.any():
+        raise DataError(f"{csv_path}: line {int(table.index[np.argmax(escaping.to_numpy())]) + 2}: image path "
+                        f"{paths_given[escaping].iloc[0]!r} is absolute or leaves the data folder ('..'); "
+                        f"paths are relative to it ({int(escaping.sum())} such rows)")
     if image_root is not None:
         root, drop = Path(image_root), 0
     else:
@@ -235,17 +245,75 @@ def _carve_from_train(profile: Profile, fraction: float, *, keep: bool, table: p
     return table[selected if keep else ~selected].reset_index(drop=True)
 
 
+_BIT_DEPTHS = (8, 10, 12, 14, 16)  # the sample depths radiographs are stored at in 16-bit containers
+
+
+def to_gray8(image) -> tuple[np.ndarray, str]:
+    """uint8 ``[H, W]`` gray values of a PIL image of any mode, and one line saying what was done.
+
+    8-bit gray is kept as it is; colour is converted to gray (PIL's ITU-R 601-2 luma); an alpha
+    channel is composited over black. Integer images of more than 8 bits (PNG's 16-bit ``I;16``,
+    ``I``) are **scaled by their bit depth**, not clipped (PIL's ``convert("L")`` clips every value
+    above 255 to white): the depth is the smallest of 8, 10, 12, 14 and 16 bits that holds the
+    image's largest value (a 12-bit radiograph in a 16-bit file has values up to 4095), and
+    ``v`` becomes ``round(255 v / (2**depth - 1))``.
+
+    Raises
+    ------
+    ValueError
+        Floating-point images, and integer images with values outside 0-65535 (one line).
+
+    Examples
+    --------
+    >>> from PIL import Image
+    >>> twelve_bit = Image.fromarray(np.array([[0, 2048, 4095]], dtype=np.uint16))
+    >>> gray, note = to_gray8(twelve_bit)
+    >>> gray.tolist(), note
+    ([[0, 128, 255]], 'I;16 (12-bit values) scaled to 8-bit gray')
+    """
+    from PIL import Image
+
+    mode = image.mode
+    if mode.startswith("I"):
+        values = np.asarray(image)
+        if values.ndim != 2:
+            raise ValueError(f"{mode} image of shape {values.shape}; expected one gray channel")
+        low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+        if low < 0 or high > 65535:
+            raise ValueError(f"{mode} values from {low} to {high} lie outside 0-65535; save it as 8- or 16-bit gray")
+        depth = next(bits for bits in _BIT_DEPTHS if high < 2**bits)
+        scaled = np.floor(values.astype(np.float64) * (255.0 / (2**depth - 1)) + 0.5)
+        return scaled.astype(np.uint8), f"{mode} ({depth}-bit values) scaled to 8-bit gray"
+    if mode == "F":
+        raise ValueError("floating-point (mode F) images are not read; save it as 8- or 16-bit gray")
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return np.asarray(Image.alpha_composite(black, rgba).convert("L")), f"{mode} composited over black, to gray"
+    if mode == "L":
+        return np.asarray(image, dtype=np.uint8), "8-bit gray"
+    return np.asarray(image.convert("L"), dtype=np.uint8), f"{mode} converted to 8-bit gray"
+
+
 def load_image(path: str | Path, size: int | None = None) -> np.ndarray:
-    """Read a grayscale radiograph as uint8 ``[H, W]``, resized to ``size x size`` when given."""
+    """Read a grayscale radiograph as uint8 ``[H, W]``, resized to ``size x size`` when given.
+
+    Images of more than 8 bits are scaled by their bit depth (:func:`to_gray8`); an image over
+    PIL's decompression-bomb limit, a truncated or corrupt file, or an unsupported mode is one
+    :class:`~shamsul_utils.errors.DataError` naming the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: image not found")
     try:
         with Image.open(path) as image:
             image.load()
-            gray = image.convert("L")
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+            pixels, _ = to_gray8(image)
+    except Image.DecompressionBombError as error:
+        raise DataError(f"{path}: image too large to decode safely ({str(error).split('.')[0]})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise DataError(f"{path}: unreadable image ({error.__class__.__name__}: {error})") from None
+    gray = Image.fromarray(pixels)
     if size is not None and gray.size != (size, size):
         gray = gray.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
     return np.asarray(gray, dtype=np.uint8)

@@ -202,13 +202,12 @@ def load_pretrained(model: nn.Module, source: str, *, architecture: str = "dense
         if not path.is_file():
             raise RuntimeError(f"model.pretrained: weights file {path} not found; set it to an existing file, "
                                "'imagenet' or 'none'")
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+        from .errors import DataError
 
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        try:  # one reader of weight files (tensors only, no code in the file runs), one-line errors
+            state, _ = read_weights(path)
+        except DataError as error:
+            raise RuntimeError(f"model.pretrained: {error}") from None
         description = f"weights from {path.name}"
     state = {key: value for key, value in state.items() if not key.startswith(("classifier.", "fc.", "head."))}
     missing, unexpected = model.load_state_dict(state, strict=False)

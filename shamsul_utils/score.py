@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -43,19 +44,24 @@ from .errors import DataError
 from .files import write_table
 from .labels import CHEXLOCALIZE_TASK_NAMES, LOCALIZED_CLASSES
 from .scoring import score_image
+from .store import read_heatmap_file
 
 __all__ = ["score_heatmaps", "score_store", "score_segmentations", "summarise", "main"]
 
 _COLUMNS = ("iou", "gt_present", "pred_present", "hit", "hit_tie_aware")
 
 
-def _expert_masks(ground_truth: dict, cxr_ids: list[str]):
+def _expert_masks(ground_truth: dict, cxr_ids: list[str], path):
     """The ground truth's masks of the 10 localised classes, one image at a time (the study's own
-    :class:`~shamsul_utils.datasets.ExpertMasks`: every entry checked before it is decoded)."""
+    :class:`~shamsul_utils.datasets.ExpertMasks`: every entry checked before it is decoded); a bad
+    entry is one line naming the file ``path``."""
     from .datasets import ExpertMasks, SplitData
 
     split = SplitData("ground truth", pd.DataFrame({"cxr_id": [], "image_path": []}), ground_truth)
-    return ExpertMasks(split, cxr_ids, check_image_size=False)
+    try:
+        return ExpertMasks(split, cxr_ids, check_image_size=False)
+    except DataError as error:
+        raise DataError(f"{path}: {error}") from None
 
 
 def _check_ids(predicted: dict, ground_truth: dict, what: str) -> list[str]:
@@ -74,7 +80,7 @@ def _each_image(predicted: dict, ground_truth_path, what: str):
     checking that ``predicted`` holds exactly the ground truth's images (one image's masks at a time)."""
     ground_truth = read_segmentations(ground_truth_path)
     ids = _check_ids(predicted, ground_truth, what)
-    masks = _expert_masks(ground_truth, ids)
+    masks = _expert_masks(ground_truth, ids, ground_truth_path)
     for row, cxr_id in enumerate(ids):
         yield cxr_id, masks[row], masks.sizes[row]
 
@@ -128,11 +134,10 @@ def score_store(folder, ground_truth_path, *, signed: str = "positive") -> pd.Da
     tables = []
     for cxr_id, truth, size in _each_image(files, ground_truth_path, str(folder)):
         try:
-            with np.load(files[cxr_id]) as content:
-                maps = content["heatmap"]
-        except (OSError, KeyError, ValueError, EOFError) as error:
-            raise DataError(f"{files[cxr_id]}: not a heatmap file of this project ({type(error).__name__})") from None
-        if maps.ndim != 3 or len(maps) != len(CLASSES):
+            maps, _ = read_heatmap_file(files[cxr_id])
+        except DataError as error:
+            raise DataError(f"not a heatmap file of this project: {error}") from None
+        if len(maps) != len(CLASSES):
             raise DataError(f"{files[cxr_id]}: maps of shape {maps.shape}; expected ({len(CLASSES)}, h, w)")
         tables.append(_rows(cxr_id, size, np.stack(score_image(maps[localised], truth, signed=signed))))
     return pd.concat(tables, ignore_index=True)
@@ -183,6 +188,16 @@ def summarise(pairs: pd.DataFrame, *, n_resamples: int = 1000, seed: int = 0, in
     return pd.DataFrame(rows)
 
 
+def _check_writable(folder: Path) -> None:
+    """Refuse an output folder that cannot be written before scoring, not after it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise DataError(f"{folder}: cannot write the tables there ({error.strerror or type(error).__name__})") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shamsul_utils.score",
                                      description="Score heatmaps or segmentations against CheXlocalize's masks.")
@@ -205,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.bootstrap < 1:
         parser.error("--bootstrap must be at least 1")
     try:
+        _check_writable(arguments.output)
         if arguments.heatmaps is not None:
             pairs = score_heatmaps(arguments.heatmaps, arguments.gt, signed=arguments.signed,
                                    probability_cutoff=arguments.probability_cutoff)

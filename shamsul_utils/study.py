@@ -22,7 +22,8 @@ from .explainers.registry import method as registry_method
 from .explainers.registry import study_methods
 from .labels import CLASSES, LOCALIZED_CLASSES
 from .models import model_device
-from .store import HeatmapStore, model_fingerprint
+from .notices import notice
+from .store import HeatmapStore, input_digest, model_fingerprint
 from .training import load_predictions
 
 __all__ = ["METHODS", "methods", "extra_methods", "ExplanationSet", "explanation_set", "method_options", "explain_cached", "load_heatmaps",
@@ -141,7 +142,8 @@ def explain_cached(profile: Profile, model: torch.nn.Module, explanation: Explan
     Images are explained a few at a time and each image's maps are stored as soon as they exist,
     so a killed run loses at most one chunk. ``rows`` restricts the work to some images (the
     result then has ``len(rows)`` entries). The cache key includes the model's weights, so a
-    randomised model (notebook 07's sanity check) gets its own entries.
+    randomised model (notebook 07's sanity check) gets its own entries; each image's maps carry
+    the digest of the input they explain, so an image replaced on disk gets new maps.
     """
     name, options = method_options(profile, method, rule=rule)
     store = heatmap_store(profile, method, model_fingerprint(model), rule=rule)
@@ -154,26 +156,31 @@ def explain_cached(profile: Profile, model: torch.nn.Module, explanation: Explan
         return explain(model, images.to(model_device(model)), batch_size=batch_size, **options)
 
     rows = np.arange(len(explanation)) if rows is None else np.asarray(rows)
-    if store.missing([explanation.cxr_ids[row] for row in rows]) and (reason := store.superseded_because()):
-        print(reason, flush=True)
-    return store.compute([explanation.cxr_ids[row] for row in rows], explanation.images[rows], run, chunk=chunk,
-                         progress=progress)
+    ids = [explanation.cxr_ids[row] for row in rows]
+    if any(not store.has(cxr_id) for cxr_id in ids) and (reason := store.superseded_because()):
+        notice(reason)
+    return store.compute(ids, explanation.images[rows], run, chunk=chunk, progress=progress)
 
 
 def load_heatmaps(profile: Profile, model: torch.nn.Module, explanation: ExplanationSet, method: str, *,
                   rule: str | None = None, rows: np.ndarray | None = None) -> np.ndarray:
     """The cached heatmaps of a method (one-line error naming the notebook to run when absent).
 
-    ``rows`` restricts them to some images of the set (as in :func:`explain_cached`).
+    ``rows`` restricts them to some images of the set (as in :func:`explain_cached`). Maps made
+    for another version of an image (its file replaced since) count as missing.
     """
     name, options = method_options(profile, method, rule=rule)
     store = heatmap_store(profile, method, model_fingerprint(model), rule=rule)
-    ids = explanation.cxr_ids if rows is None else [explanation.cxr_ids[row] for row in rows]
-    missing = store.missing(ids)
+    rows = np.arange(len(explanation)) if rows is None else np.asarray(rows)
+    ids = [explanation.cxr_ids[row] for row in rows]
+    digests = [input_digest(explanation.images[row]) for row in rows]
+    missing = store.missing(ids, digests)
     if missing:
-        raise DataError(f"{profile.name}: {len(missing)} of {len(ids)} {name} heatmaps are missing "
+        changed = store.changed(ids, digests)
+        what = f"missing or made for another version of the image ({len(changed)} changed)" if changed else "missing"
+        raise DataError(f"{profile.name}: {len(missing)} of {len(ids)} {name} heatmaps are {what} "
                         f"(e.g. {missing[0]}); run the {name.split('-')[0]} notebook first")
-    return store.load_many(ids)
+    return store.load_many(ids, digests)
 
 
 def showcase(explanation: ExplanationSet, classes: tuple[str, ...] = ("Cardiomegaly", "Lung Opacity",

@@ -51,6 +51,7 @@ from .models import (
     resolve_device,
     save_checkpoint,
 )
+from .notices import notice
 
 __all__ = ["TrainingResult", "training_fingerprint", "train", "predict", "predict_split",
            "load_predictions"]
@@ -222,7 +223,7 @@ def train(profile: Profile, *, progress: bool = True, max_epochs_this_call: int 
     state = load_checkpoint(last_path) if last_path.is_file() else None
     if state is not None and state.get("fingerprint") != fingerprint:
         # a checkpoint of other settings, data or code: start afresh, and say why
-        print(f"{profile.name}: training again: {_why_retrain(state.get('fingerprint_parts'), parts)}", flush=True)
+        notice(f"{profile.name}: training again: {_why_retrain(state.get('fingerprint_parts'), parts)}")
         state = None
     if state is not None and state.get("finished") and best_path.is_file():
         history = pd.DataFrame(state["history"])

@@ -55,6 +55,11 @@ def test_same_seed_gives_identical_metric_tables(first_run, tmp_path, monkeypatc
     second = _run(tmp_path, monkeypatch, only=[name for name in available_notebooks() if not name.startswith("10")])
     for table in TABLES:
         assert (first_run / "tables" / table).read_bytes() == (second / "tables" / table).read_bytes(), table
+    import torch
+
+    weights = [torch.load(run / "checkpoints" / "best.pt", weights_only=True)["model"] for run in (first_run, second)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])  # the weights, bit for bit
 
 
 def test_killed_explainer_resumes_without_recomputing(first_run, tmp_path):
@@ -91,6 +96,37 @@ def test_killed_explainer_resumes_without_recomputing(first_run, tmp_path):
     for path in store.glob("*.npz"):
         with np.load(path) as resumed, np.load(reference_store / path.name) as reference:
             assert np.array_equal(resumed["heatmap"], reference["heatmap"])
+
+
+def test_an_image_replaced_on_disk_gets_new_maps_and_never_old_ones(first_run, tmp_path, monkeypatch, capsys):
+    """Copy another patient's image over an explained test image: Grad-CAM recomputes that image
+    only, saying so on the console, and the evaluation refuses the other methods' stale maps in
+    one line instead of mixing new predictions with old maps."""
+    import shutil
+
+    from shamsul_utils import datasets
+    from shamsul_utils.chain import ChainError
+    from shamsul_utils.config import load_profile
+
+    runs = tmp_path / "runs"
+    shutil.copytree(first_run.parent, runs, symlinks=True)
+    monkeypatch.setenv("SHAMSUL_RUNS", str(runs))
+    config = load_profile("smoke")
+    store = max((runs / "smoke" / "heatmaps" / "gradcam").iterdir(), key=lambda path: len(list(path.glob("*.npz"))))
+    explained = sorted(path.stem for path in store.glob("*.npz"))
+    table = datasets.read_split(config, "test").table.set_index("cxr_id")
+    victim, donor = explained[0], next(cxr_id for cxr_id in table.index if cxr_id not in explained)
+    shutil.copyfile(table.loc[donor, "image_path"], table.loc[victim, "image_path"])
+    before = {path.name: path.read_bytes() for path in store.glob("*.npz")}
+    capsys.readouterr()
+
+    run_chain("smoke", only=["03"])
+    console = capsys.readouterr().out
+    assert f"1 image(s) differ from the ones their cached maps explain (e.g. {victim})" in console
+    after = {path.name: path.read_bytes() for path in store.glob("*.npz")}
+    assert [name for name in before if after[name] != before[name]] == [f"{victim}.npz"]
+    with pytest.raises(ChainError, match=r"heatmaps are missing or made for another version of the image"):
+        run_chain("smoke", only=["07"])
 
 
 def test_a_failing_notebook_stops_the_chain_with_its_name_and_cell(tmp_path, monkeypatch):

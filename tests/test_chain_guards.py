@@ -49,3 +49,49 @@ def test_make_clean_keeps_checkpoints_and_caches_and_honours_shamsul_runs(tmp_pa
     subprocess.run(["make", "-s", "distclean", f"SHAMSUL_RUNS={tmp_path}"], cwd=REPOSITORY_ROOT, check=True,
                    capture_output=True)
     assert not tmp_path.exists()
+
+
+def _one_notebook_chain(folder, source: str) -> None:
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    folder.mkdir()
+    notebook = new_notebook(cells=[new_code_cell('profile: str = "smoke"  # profile'), new_code_cell(source)])
+    notebook.cells[0].metadata["tags"] = ["parameters"]
+    notebook.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+    nbformat.write(notebook, folder / "01_data_preparation.ipynb")
+
+
+def test_a_chain_cleans_the_temporaries_of_the_runs_it_derives_and_no_others(tmp_path, monkeypatch):
+    from shamsul_utils import chain
+
+    _one_notebook_chain(tmp_path / "notebooks", "x = 1")
+    monkeypatch.setattr(chain, "NOTEBOOK_FOLDER", tmp_path / "notebooks")
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("SHAMSUL_RUNS", str(runs))
+    for name in ("smoke", "smoke-seed1", "smoke-seed12", "smoke-shortcut", "smoke-other", "smokey"):
+        (runs / name / "checkpoints").mkdir(parents=True)
+        (runs / name / "checkpoints" / ".best.pt.x1.tmp").write_text("killed mid-write")
+    assert [path.name for path in chain.run_folders(load_profile("smoke"))] == [
+        "smoke", "smoke-seed1", "smoke-seed12", "smoke-shortcut"]
+    run_chain("smoke")
+    left = sorted(path.parent.parent.name for path in runs.rglob("*.tmp"))
+    assert left == ["smoke-other", "smokey"]
+
+
+def test_a_kernel_that_imports_another_copy_of_the_library_stops_in_one_line(tmp_path, monkeypatch):
+    import shutil
+
+    import shamsul_utils
+    from shamsul_utils import chain
+
+    other = tmp_path / "other" / "shamsul_utils"
+    other.mkdir(parents=True)
+    shutil.copy(shamsul_utils.__file__, other / "__init__.py")  # e.g. an editable install of another checkout
+    _one_notebook_chain(tmp_path / "notebooks", "import shamsul_utils")
+    monkeypatch.setattr(chain, "NOTEBOOK_FOLDER", tmp_path / "notebooks")
+    monkeypatch.setenv("SHAMSUL_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("PYTHONPATH", str(other.parent))
+    with pytest.raises(ChainError, match=r"ImportError: this kernel imports shamsul_utils from .*other/shamsul_utils, "
+                                         r"but the chain runs the one in"):
+        run_chain("smoke")

@@ -125,7 +125,10 @@ def test_rle_counts_equal_the_runs_of_the_mask():
 
 @pytest.mark.parametrize("entry, message", [
     ({"size": [4, 4], "counts": "04"}, r"runs sum to 4 pixels .* has 16"),  # garbage that pycocotools decodes
-    ({"size": [100000, 100000], "counts": "0"}, r"sides from 1 to 16384"),  # would allocate ~10 GB
+    ({"size": [100000, 100000], "counts": "0"}, r"sides from 1 to 8192"),  # would allocate ~10 GB
+    ({"size": [8000, 8000], "counts": "0"}, r"at most 16777216 pixels"),  # 10 such masks: 640 MB
+    ({"size": [4, 4], "counts": 200_000_000}, r"counts is a int, not a string"),  # bytes(2e8): 200 MB
+    ({"size": [4, 4], "counts": 10**11}, r"counts is a int, not a string"),  # a MemoryError before
     ({"size": [-3, 4], "counts": "0"}, r"RLE size \[-3, 4\]"),
     ({"size": [2, 2], "counts": [1, -1, 4]}, r"negative"),
     ({"size": [2, 2], "counts": "a~~"}, r"not a COCO RLE entry"),

@@ -41,16 +41,16 @@ def test_wrong_type_is_an_error():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"explain": {"lime_samples": -5}}, r"explain.lime_samples is -5; expected at least 2"),
-    ({"training": {"epochs": -1}}, r"training.epochs is -1; expected at least 1"),
-    ({"training": {"epochs": 0}}, r"training.epochs is 0; expected at least 1"),
-    ({"explain": {"lime_samples": 1}}, r"explain.lime_samples is 1; expected at least 2"),
-    ({"explain": {"n_images": 0}}, r"explain.n_images is 0; expected at least 1"),
-    ({"training": {"batch_size": 0}}, r"training.batch_size is 0; expected at least 1"),
+    ({"explain": {"lime_samples": -5}}, r"explain.lime_samples is -5; expected 2 to 1000000"),
+    ({"training": {"epochs": -1}}, r"training.epochs is -1; expected 1 to 10000"),
+    ({"training": {"epochs": 0}}, r"training.epochs is 0; expected 1 to 10000"),
+    ({"explain": {"lime_samples": 1}}, r"explain.lime_samples is 1; expected 2 to"),
+    ({"explain": {"n_images": 0}}, r"explain.n_images is 0; expected 1 to"),
+    ({"training": {"batch_size": 0}}, r"training.batch_size is 0; expected 1 to"),
     ({"training": {"learning_rate": -0.001}}, r"training.learning_rate is -0.001; expected above 0"),
-    ({"model": {"input_size": 0}}, r"model.input_size is 0; expected at least 32"),
-    ({"evaluation": {"bootstrap": 0}}, r"evaluation.bootstrap is 0; expected at least 1"),
-    ({"explain": {"n_images": -1}}, r"explain.n_images is -1; expected at least 1"),
+    ({"model": {"input_size": 0}}, r"model.input_size is 0; expected 32 to 4096"),
+    ({"evaluation": {"bootstrap": 0}}, r"evaluation.bootstrap is 0; expected 1 to"),
+    ({"explain": {"n_images": -1}}, r"explain.n_images is -1; expected 1 to"),
     ({"explain": {"lrp_rule": "zz"}}, r"explain.lrp_rule has 'zz'; expected one of z, epsilon"),
     ({"training": {"schedule": "linear"}}, r"training.schedule is 'linear'; expected one of plateau, step"),
     ({"training": {"schedule": "step", "step_epochs": []}}, r"training.step_epochs is \[\]; expected increasing epochs from 1"),
@@ -63,6 +63,18 @@ def test_wrong_type_is_an_error():
                                                     r"the study's four: integrated_gradients"),
     ({"explain": {"extra_methods": ["lime"]}}, r"extra_methods has 'lime'; expected methods outside"),
     ({"explain": {"extra_methods": ["integrated_gradients"] * 2}}, r"extra_methods .* repeats a method"),
+    # no upper bound let these load and then fail (or fill the disk) deep inside a notebook
+    ({"explain": {"lime_samples": 10**12}}, r"explain.lime_samples is 1000000000000; expected 2 to 1000000"),
+    ({"model": {"input_size": 10**6}}, r"model.input_size is 1000000; expected 32 to 4096"),
+    ({"data": {"sizes": {"train": 10**12}}}, r"data.sizes.train is 1000000000000; expected 1 to"),
+    ({"training": {"epochs": float("inf")}}, r"training.epochs: expected int, got inf"),
+    # a run folder's name is a plain name: never the runs root, a parent, or a path outside it
+    ({"name": ""}, r"name is ''; expected a plain folder name"),
+    ({"name": "."}, r"name is '.'; expected a plain folder name"),
+    ({"name": ".."}, r"name is '..'; expected a plain folder name"),
+    ({"name": "../../.."}, r"name is '../../..'; expected a plain folder name"),
+    ({"name": "/tmp/elsewhere"}, r"name is '/tmp/elsewhere'; expected a plain folder name"),
+    ({"name": "a/b"}, r"name is 'a/b'; expected a plain folder name"),
 ])
 def test_bad_values_are_refused_at_load_in_one_line(overrides, message):
     with pytest.raises(DataError, match=message):

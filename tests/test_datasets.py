@@ -91,6 +91,34 @@ def test_unreadable_image(tmp_path):
         load_image(bad)
 
 
+@pytest.mark.parametrize("bits", [8, 12, 16])
+def test_images_of_more_than_8_bits_are_scaled_by_their_depth_not_clipped(tmp_path, bits):
+    """The same picture stored at 8, 12 and 16 bits reads as the same 8-bit gray values (PIL's
+    convert("L") clips: a full-range 16-bit image read as 100 % white before)."""
+    picture = np.linspace(0, 1, 64 * 48).reshape(48, 64)
+    expected = np.floor(255 * picture + 0.5).astype(np.uint8)  # the 8-bit picture, by hand
+    stored = np.floor((2**bits - 1) * picture + 0.5).astype(np.uint8 if bits == 8 else np.uint16)
+    path = tmp_path / f"image{bits}.png"
+    Image.fromarray(stored).save(path)
+    gray = load_image(path)
+    assert gray.dtype == np.uint8 and gray.shape == (48, 64)
+    # round(255 round((2^b - 1) x) / (2^b - 1)) is within one grey level of round(255 x)
+    assert np.abs(gray.astype(int) - expected).max() <= 1
+    assert (gray == 255).mean() < 0.01 and gray.min() == 0 and gray.max() == 255
+
+
+def test_unsupported_and_oversized_images_are_one_line_naming_the_file(tmp_path, monkeypatch):
+    floating = tmp_path / "float.tiff"
+    Image.fromarray(np.zeros((8, 8), np.float32)).save(floating)
+    with pytest.raises(DataError, match=r"float.tiff: unreadable image \(ValueError: floating-point"):
+        load_image(floating)
+    big = tmp_path / "big.png"
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(big)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL refuses images over twice this
+    with pytest.raises(DataError, match=r"big.png: image too large to decode safely"):
+        load_image(big)
+
+
 def test_csv_without_a_label_column(fixture):
     csv = fixture["root"] / "CheXpert-v1.0-small" / "valid.csv"
     lines = csv.read_text().splitlines()
@@ -102,12 +130,37 @@ def test_csv_without_a_label_column(fixture):
 
 
 @pytest.mark.parametrize("value, shown", [("2.0", "'2.0'"), ("yes", "'yes'"), ("TRUE", "'TRUE'"),
-                                          ("positive", "'positive'"), ('"1,0"', "'1,0'")])
+                                          ("positive", "'positive'"), ('"1,0"', "'1,0'"),
+                                          # pandas reads these as missing by default: never silently blank
+                                          ("NULL", "'NULL'"), ("None", "'None'"), ("N/A", "'N/A'"),
+                                          ("nan", "'nan'"), ("NA", "'NA'")])
 def test_bad_label_value(fixture, value, shown):
     """Never read as 0 (``to_numeric(errors="coerce")`` turned words into NaN, then 0)."""
     csv = fixture["root"] / "CheXpert-v1.0-small" / "valid.csv"
     csv.write_text(csv.read_text().replace(",-1.0,", f",{value},", 1))
     with pytest.raises(DataError, match=rf"column 'Edema': label {shown} is not 1, 0, -1 or blank"):
+        read_chexpert_csv(csv)
+
+
+def test_a_bad_label_names_its_line_in_the_file_counting_lateral_rows(fixture):
+    csv = fixture["root"] / "CheXpert-v1.0-small" / "valid.csv"
+    header, *rows = csv.read_text().splitlines()
+    lateral = next(row for row in rows if "lateral" in row)
+    rows = [lateral, *[row for row in rows if row != lateral]]  # a lateral view on line 2
+    bad = next(index for index, row in enumerate(rows) if ",-1.0," in row)
+    rows[bad] = rows[bad].replace(",-1.0,", ",yes,", 1)
+    csv.write_text("\n".join([header, *rows]) + "\n")
+    with pytest.raises(DataError, match=rf"valid.csv: line {bad + 2}, column 'Edema': label 'yes'"):
+        read_chexpert_csv(csv)
+
+
+@pytest.mark.parametrize("path", ["../../elsewhere/view1_frontal.jpg", "/etc/view1_frontal.jpg",
+                                  "CheXpert-v1.0-small/valid/../../../x.jpg", "C:\\images\\view1_frontal.jpg"])
+def test_image_paths_that_leave_the_data_folder_are_refused(fixture, path):
+    csv = fixture["root"] / "CheXpert-v1.0-small" / "valid.csv"
+    header, first, *rest = csv.read_text().splitlines()
+    csv.write_text("\n".join([header, first, path + first[first.index(","):], *rest]) + "\n")
+    with pytest.raises(DataError, match=r"valid.csv: line 3: image path .* is absolute or leaves the data folder"):
         read_chexpert_csv(csv)
 
 

@@ -1,6 +1,7 @@
 """python -m shamsul_utils.score on pkls written by the project's own export: equal to the plain route."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -131,3 +132,85 @@ def test_a_pkl_that_would_run_code_is_refused(tmp_path):
     with pytest.raises(DataError, match=r"not a readable heatmap pickle .*names io.open"):
         import_heatmap_pkls(tmp_path)
     assert not marker.exists()
+
+
+CRAFTED = r"""
+import io, json, pickle, sys, zipfile
+from pathlib import Path
+import numpy as np, torch
+from shamsul_utils.score import main
+
+folder, gt = Path(sys.argv[1]), sys.argv[2]
+cases = {}
+def pkl_case(name, **content):
+    case = folder / name
+    case.mkdir()
+    base = {"map": torch.zeros(1, 1, 4, 4), "prob": 0.5, "task": "Edema", "cxr_dims": (52, 40)}
+    (case / "patient00000_study1_view1_frontal_Edema_map.pkl").write_bytes(pickle.dumps(base | content))
+    cases[name] = ["--heatmaps", str(case)]
+# a zero-stride tensor: a few hundred bytes claiming a 100000 x 100000 map (37 GiB as float32)
+pkl_case("zero_stride", map=torch.zeros(1).expand(1, 1, 100000, 100000))
+pkl_case("zero_stride_small", map=torch.zeros(1).expand(1, 1, 20000, 20000))
+pkl_case("text_prob", prob="high")
+pkl_case("scalar_dims", cxr_dims=5)
+pkl_case("text_map", map=np.array([["a", "b"], ["c", "d"]]))
+pkl_case("huge_prob", prob=torch.zeros(1).expand(10**9))
+# an npz whose header claims 14 maps of 100000 x 100000
+store = folder / "store"
+store.mkdir()
+header = io.BytesIO()
+np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (14, 100000, 100000)})
+for index in range(3):
+    with zipfile.ZipFile(store / f"patient{index:05d}_study1_view1_frontal.npz", "w") as archive:
+        archive.writestr("heatmap.npy", header.getvalue() + b"\0" * 64)
+cases["npz_header"] = ["--store", str(store)]
+# ground truth whose RLE counts is an integer: bytes(2e8) and bytes(1e11)
+for count in (200_000_000, 10**11):
+    content = json.loads(Path(gt).read_text())
+    first = next(iter(content))
+    content[first]["Edema"] = {"size": [40, 52], "counts": count}
+    (folder / f"gt_{count}.json").write_text(json.dumps(content))
+    cases[f"rle_int_{count}"] = ["--segmentations", gt, "--gt", str(folder / f"gt_{count}.json")]
+(folder / "a_file").write_text("")
+cases["unwritable_output"] = ["--segmentations", gt, "--output", str(folder / "a_file" / "out")]
+for name, arguments in cases.items():
+    if "--gt" not in arguments:
+        arguments = [*arguments, "--gt", gt]
+    if "--output" not in arguments:
+        arguments = [*arguments, "--output", str(folder / ("out_" + name))]
+    print(name, main(arguments), flush=True)
+# VmHWM: this process's peak resident memory since its execve (ru_maxrss would include the parent's)
+print("peak_kib", next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM")))
+"""
+
+
+def test_crafted_inputs_are_refused_in_one_line_naming_the_file_and_stay_under_1_gb(tmp_path):
+    """Inputs that claim huge sizes in a few bytes (zero-stride tensors, npz headers, integer RLE
+    counts) and malformed fields: each exits 2 with one line naming its file, before allocating."""
+    import subprocess
+    import sys
+
+    ids, _, _ = _case(tmp_path)
+    export_segmentations(tmp_path / "pred.json", [np.zeros((10, *size), bool) for size in SIZES], ids, LOCALIZED_CLASSES)
+    (tmp_path / "work").mkdir()
+    script = tmp_path / "crafted.py"
+    script.write_text(CRAFTED)
+    result = subprocess.run([sys.executable, str(script), str(tmp_path / "work"), str(tmp_path / "gt.json")],
+                            capture_output=True, text=True, timeout=300)
+    codes = dict(line.split() for line in result.stdout.splitlines())
+    assert int(codes.pop("peak_kib")) < 1024 * 1024, "the score CLI must stay under 1 GB on crafted input"
+    assert codes == dict.fromkeys(codes, "2") and len(codes) == 10, result.stderr
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == len(codes) and all(line.startswith("score: ") for line in errors), result.stderr
+    expected = [r"_Edema_map.pkl: map must be 1 x 1 x h x w with at most 16777216 pixels; got \(1, 1, 100000, 100000\)",
+                r"_Edema_map.pkl: map must be 1 x 1 x h x w with at most 16777216 pixels; got \(1, 1, 20000, 20000\)",
+                r"_Edema_map.pkl: prob/gt of Edema must be a number",
+                r"_Edema_map.pkl: cxr_dims must be two integers \(w, h\); got 5",
+                r"_Edema_map.pkl: map of dtype <U1; expected numbers",
+                r"_Edema_map.pkl: prob/gt of Edema must be a number or 14 numbers",
+                r"frontal.npz: declares maps of shape \(14, 100000, 100000\)",
+                r"gt_200000000.json: patient\d+_study1_view1_frontal/Edema: not a COCO RLE entry .*\(counts is a int",
+                r"gt_100000000000.json: patient\d+_study1_view1_frontal/Edema: not a COCO RLE entry .*\(counts is a int",
+                r"a_file/out: cannot write the tables there"]
+    for line, pattern in zip(errors, expected, strict=True):
+        assert re.search(pattern, line), (pattern, line)

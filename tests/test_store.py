@@ -1,6 +1,5 @@
 """The heatmap store: keyed by what made the maps, atomic, resumable, loud about corrupt files."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +7,7 @@ import torch
 
 from shamsul_utils.errors import DataError
 from shamsul_utils.models import build_model
-from shamsul_utils.store import HeatmapStore, model_fingerprint
+from shamsul_utils.store import HeatmapStore, input_digest, model_fingerprint
 
 
 def test_key_depends_on_method_options_and_model(tmp_path):
@@ -38,7 +37,8 @@ def test_compute_only_what_is_missing(tmp_path):
         return batch[:, :2].numpy() * 10
 
     ids = [f"image{index}" for index in range(5)]
-    store.save("image3", np.full((2, 2, 2), -1, np.float32))  # a result from an earlier, interrupted run
+    # a result from an earlier, interrupted run
+    store.save("image3", np.full((2, 2, 2), -1, np.float32), digest=input_digest(images[3]))
     maps = store.compute(ids, images, explain, chunk=2, progress=False)
     assert calls == [2, 2]
     assert maps.shape == (5, 2, 2, 2)
@@ -56,7 +56,7 @@ def test_corrupt_or_missing_file_is_one_clear_line(tmp_path):
     with pytest.raises(DataError, match="no stored heatmap"):
         store.load("absent")
     store.path("empty").write_bytes(b"")  # a zero-byte file (power loss before the fsync existed)
-    with pytest.raises(DataError, match=r"empty.npz: corrupt heatmap file \(EOFError\)"):
+    with pytest.raises(DataError, match=r"empty.npz: corrupt heatmap file \(BadZipFile\)"):
         store.load("empty")
 
 
@@ -82,24 +82,51 @@ def test_key_depends_on_the_code(tmp_path):
     assert HeatmapStore(tmp_path, "lrp", {}, "m", code="a").folder != HeatmapStore(tmp_path, "lrp", {}, "m", code="b").folder
 
 
-def test_code_version_follows_the_source_of_that_method_only(tmp_path, monkeypatch):
-    """Editing lrp.py makes new LRP cache entries (recomputed maps) and leaves Grad-CAM's alone."""
+def test_code_version_follows_the_code_each_method_imports(tmp_path, monkeypatch):
+    """Editing lrp.py makes new LRP cache entries and leaves Grad-CAM's alone; editing a function
+    outside explainers/ that LIME uses (models.denormalize) makes LIME's maps recompute too,
+    though no hand-kept list names models.py."""
     import shutil
 
     from shamsul_utils import explainers
 
-    source = Path(explainers.__file__).parent
-    copy = tmp_path / "explainers"
-    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(explainers, "__file__", str(copy / "__init__.py"))
-    explainers.code_version.cache_clear()
-    before = {method: explainers.code_version(method) for method in ("lrp", "gradcam")}
-    with open(copy / "lrp.py", "a") as handle:
+    copy = tmp_path / "shamsul_utils"
+    shutil.copytree(explainers.PACKAGE_ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(explainers, "PACKAGE_ROOT", copy)
+
+    def versions():
+        explainers.code_version.cache_clear()
+        explainers.source_closure.cache_clear()
+        return {method: explainers.code_version(method) for method in ("lrp", "gradcam", "lime", "shap")}
+
+    before = versions()
+    assert copy / "models.py" in explainers.source_closure("lime")
+    with open(copy / "explainers" / "lrp.py", "a") as handle:
         handle.write("\n# an edit\n")
+    after_lrp = versions()
+    assert after_lrp["lrp"] != before["lrp"]
+    assert {key: after_lrp[key] for key in ("gradcam", "lime", "shap")} == {
+        key: before[key] for key in ("gradcam", "lime", "shap")}
+    source = (copy / "models.py").read_text()
+    (copy / "models.py").write_text(source.replace("def denormalize(", "def denormalize(  # edited\n", 1))
+    after_models = versions()
+    assert after_models["lime"] != after_lrp["lime"] and after_models["shap"] != after_lrp["shap"]
     explainers.code_version.cache_clear()
-    assert explainers.code_version("lrp") != before["lrp"]
-    assert explainers.code_version("gradcam") == before["gradcam"]
-    explainers.code_version.cache_clear()
+    explainers.source_closure.cache_clear()
+
+
+def test_an_edit_of_code_lime_imports_recomputes_its_maps_and_says_why(tmp_path, monkeypatch, capsys):
+    from shamsul_utils import explainers, study
+    from shamsul_utils.config import load_profile
+
+    monkeypatch.setenv("SHAMSUL_RUNS", str(tmp_path))
+    profile = load_profile("smoke")
+    old = study.heatmap_store(profile, "lime", "model")
+    old.save("a", np.zeros((1, 2, 2), np.float32), digest="d")
+    monkeypatch.setattr(explainers, "code_version", lambda method: "edited models.py")
+    new = study.heatmap_store(profile, "lime", "model")
+    assert new.folder != old.folder and new.missing(["a"], ["d"]) == ["a"]
+    assert "lime: the code that computes these maps changed" in new.superseded_because()
 
 
 def test_study_cache_key_includes_the_code_version(monkeypatch):
@@ -114,7 +141,7 @@ def test_study_cache_key_includes_the_code_version(monkeypatch):
 
 def test_the_store_says_why_it_computes_again(tmp_path):
     old = HeatmapStore(tmp_path, "lrp-epsilon", {"rule": "epsilon"}, "model", code="v1")
-    old.save("a", np.zeros((1, 2, 2), np.float32))
+    old.save("a", np.zeros((1, 2, 2), np.float32), digest="d")
     assert old.superseded_because() is None
     new = HeatmapStore(tmp_path, "lrp-epsilon", {"rule": "epsilon"}, "model", code="v2")
     assert new.missing(["a"]) == ["a"]  # maps of other code are not reused
@@ -133,5 +160,39 @@ def test_a_write_killed_midway_leaves_no_heatmap_behind(tmp_path, monkeypatch):
 
     monkeypatch.setattr(np, "savez_compressed", crash)
     with pytest.raises(KeyboardInterrupt):
-        store.save("image", np.zeros((14, 4, 4)))
+        store.save("image", np.zeros((14, 4, 4)), digest="d")
     assert not store.has("image") and not store.path("image").exists()
+
+
+def test_maps_of_a_replaced_image_are_computed_again_and_the_console_says_why(tmp_path, capsys):
+    """The same id with other pixels (a file copied over another) is not served the old maps."""
+    store = HeatmapStore(tmp_path, "fake", {}, "m")
+    images = torch.arange(3, dtype=torch.float32).view(3, 1, 1, 1).expand(3, 3, 2, 2).contiguous()
+    ids = ["a", "b", "c"]
+    calls = []
+
+    def explain(batch):
+        calls.append(batch[:, 0, 0, 0].tolist())
+        return batch[:, :2].numpy() * 10
+
+    store.compute(ids, images, explain, progress=False)
+    replaced = images.clone()
+    replaced[1] = 7.0  # image "b" replaced on disk
+    maps = store.compute(ids, replaced, explain, progress=False)
+    assert calls == [[0.0], [1.0], [2.0], [7.0]]
+    assert np.allclose(maps[1], 70) and np.allclose(maps[2], 20)
+    assert "fake: 1 image(s) differ from the ones their cached maps explain (e.g. b)" in capsys.readouterr().out
+    assert store.missing(ids, [input_digest(image) for image in images]) == ["b"]
+    with pytest.raises(DataError, match="computed for another version of that image"):
+        store.load("b", input_digest(images[1]))
+
+
+def test_maps_stored_without_an_input_digest_are_not_trusted(tmp_path):
+    """Files of the earlier format (maps only) are recomputed once, not reused blindly."""
+    store = HeatmapStore(tmp_path, "fake", {}, "m")
+    np.savez_compressed(store.path("old"), heatmap=np.zeros((1, 2, 2), np.float32))
+    image = torch.zeros(3, 2, 2)
+    assert store.stored_digest("old") == "" and store.missing(["old"], [input_digest(image)]) == ["old"]
+    assert store.changed(["old"], [input_digest(image)]) == ["old"]
+    maps = store.compute(["old"], image[None], lambda batch: np.ones((1, 1, 2, 2), np.float32), progress=False)
+    assert maps.min() == 1 and store.has("old", input_digest(image))

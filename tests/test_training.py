@@ -109,6 +109,22 @@ def test_local_weights_file(tmp_path):
         load_pretrained(target, str(tmp_path / "missing.pth"), architecture="densenet_small")
 
 
+def test_a_weights_file_that_would_run_code_is_refused_in_one_line_naming_it(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"features.conv0.weight": Payload()}, tmp_path / "evil.pth")
+    target = build_model("densenet_small", block_config=(1, 1, 1), growth_rate=4)
+    with pytest.raises(RuntimeError) as raised:
+        load_pretrained(target, str(tmp_path / "evil.pth"), architecture="densenet_small")
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith("model.pretrained: ") and "evil.pth" in message
+    assert not marker.exists()
+
+
 def test_edited_labels_or_training_code_mean_training_again(data_root, tmp_path, monkeypatch, capsys):
     """The fingerprint covers the data on disk and the training code, not only the settings."""
     import shutil

@@ -43,8 +43,9 @@ class Method:
         ``explain(model, images, classes=None, *, batch_size, **options) -> [N, C, H, W]``: the
         ``explain`` of the module named ``key`` in this package (imported when first used, so that
         reading the registry, e.g. for a figure's colours, imports no explainer library).
-    sources, libraries : tuple of str
-        What its maps depend on besides options and model: source files here and library versions.
+    libraries : tuple of str
+        The libraries whose versions its maps depend on (besides options, model and the source
+        files it imports, which :func:`shamsul_utils.explainers.source_closure` finds itself).
     """
 
     key: str
@@ -52,7 +53,6 @@ class Method:
     colour: str
     signed: bool
     kind: str
-    sources: tuple[str, ...]
     libraries: tuple[str, ...]
     _settings: Callable = lambda profile: {}
     _options: Callable = lambda settings: {}
@@ -108,24 +108,20 @@ class Method:
 
 
 REGISTRY: dict[str, Method] = {record.key: record for record in (
-    Method("gradcam", "Grad-CAM", "#1b9e77", signed=False, kind="gradient",
-           sources=("gradcam.py", "_common.py"), libraries=("torch",)),
-    Method("lrp", "LRP", "#d95f02", signed=True, kind="gradient",
-           sources=("lrp.py", "_common.py"), libraries=("torch", "zennit")),
-    Method("lime", "LIME", "#7570b3", signed=True, kind="perturbation",
-           sources=("lime.py", "_perturbation.py", "_common.py"), libraries=("torch", "lime", "scikit-image"),
+    Method("gradcam", "Grad-CAM", "#1b9e77", signed=False, kind="gradient", libraries=("torch",)),
+    Method("lrp", "LRP", "#d95f02", signed=True, kind="gradient", libraries=("torch", "zennit")),
+    Method("lime", "LIME", "#7570b3", signed=True, kind="perturbation", libraries=("torch", "lime", "scikit-image"),
            _settings=lambda profile: {"n_samples": profile.explain.lime_samples, "fill": 0.0, "seed": profile.seed},
            _options=lambda settings: {"num_samples": settings["n_samples"], "seed": settings["seed"],
                                       "hide_color": settings["fill"]}),
-    Method("shap", "SHAP", "#e7298a", signed=True, kind="perturbation",
-           sources=("shap.py", "_perturbation.py", "_common.py"), libraries=("torch", "shap", "scikit-image"),
+    Method("shap", "SHAP", "#e7298a", signed=True, kind="perturbation", libraries=("torch", "shap", "scikit-image"),
            _settings=lambda profile: {"n_samples": profile.explain.shap_samples, "fill": profile.explain.shap_fill,
                                       "seed": profile.seed},
            _options=lambda settings: {"nsamples": settings["n_samples"], "seed": settings["seed"],
                                       "fill": settings["fill"]}, _extra_samples=2),
     # Not the paper's: for the library and workshops (a gradient method with an axiom to check).
     Method("integrated_gradients", "Integrated Gradients", "#66a61e", signed=True, kind="gradient",
-           sources=("integrated_gradients.py", "_common.py"), libraries=("torch", "captum"),
+           libraries=("torch", "captum"),
            _settings=lambda profile: {"n_samples": 32, "fill": "black"},
            _options=lambda settings: {"n_steps": settings["n_samples"], "baseline": settings["fill"]},
            _cheap=False, study=False),

@@ -27,6 +27,7 @@ from ..explainers.registry import method as registry_method
 from ..labels import CLASSES, LOCALIZED_CLASSES
 from ..models import model_device
 from ..segmentation import heatmap_to_mask
+from ..store import input_digest
 from .uploads import Upload, UploadError, decode_upload
 
 __all__ = ["Explorer", "ExplorerView", "Comparison", "missing_run_message", "predictions_table"]
@@ -373,8 +374,9 @@ class Explorer:
         if (key, module) in self._maps:
             return self._maps[(key, module)]
         store = self._store(module) if entry.masks is not None else None
-        if store is not None and store.has(key):
-            maps = store.load(key)
+        digest = input_digest(entry.image)
+        if store is not None and store.has(key, digest):
+            maps = store.load(key, digest)
         else:
             record = registry_method(module)
             _, options = record.options(self.config)
@@ -384,7 +386,7 @@ class Explorer:
                 maps = _explain(module, self.model, entry.image[None].to(device),
                                 batch_size=self.config.explain.batch_size, **options)[0]
             if store is not None:
-                store.save(key, maps)
+                store.save(key, maps, digest=digest)
         self._maps[(key, module)] = maps
         return maps
 

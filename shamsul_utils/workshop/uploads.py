@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..datasets import to_gray8
 from ..errors import DataError
 
 __all__ = ["MAX_UPLOAD_BYTES", "MAX_UPLOAD_SIDE", "MIN_UPLOAD_SIDE", "UploadError", "decode_upload", "Upload"]
@@ -71,34 +72,16 @@ def decode_upload(data: bytes, filename: str = "upload") -> tuple[np.ndarray, st
         try:
             image.load()
             oriented = ImageOps.exif_transpose(image)
-            gray, note = _to_gray(oriented)
         except Image.DecompressionBombError:
             raise UploadError(f"{name}: the image is too large to decode safely") from None
         except (OSError, ValueError, SyntaxError, EOFError) as error:
             reason = "truncated" if "truncated" in str(error).lower() else "corrupt"
             raise UploadError(f"{name}: the {image.format} file is {reason} ({str(error).splitlines()[0]})") from None
+        try:
+            gray, note = to_gray8(oriented)
+        except ValueError as error:
+            raise UploadError(f"{name}: {error}") from None
     return gray, f"{name}: {width} x {height} {image.format}, {note}"
-
-
-def _to_gray(image) -> tuple[np.ndarray, str]:
-    """uint8 ``[H, W]`` from a PIL image of any mode, and what was done to it."""
-    from PIL import Image
-
-    mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I", "F") or mode.startswith("I;"):
-        values = np.asarray(image, dtype=np.float64)
-        if values.ndim != 2:
-            values = values[..., 0]
-        low, high = float(np.nanmin(values)), float(np.nanmax(values))
-        scaled = np.zeros_like(values) if high <= low else (values - low) / (high - low) * 255.0
-        return np.rint(np.nan_to_num(scaled)).astype(np.uint8), f"{mode} scaled from [{low:g}, {high:g}] to 0-255"
-    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        return np.asarray(Image.alpha_composite(black, rgba).convert("L")), f"{mode} composited over black, to gray"
-    if mode == "L":
-        return np.asarray(image, dtype=np.uint8), "8-bit gray"
-    return np.asarray(image.convert("L"), dtype=np.uint8), f"{mode} converted to 8-bit gray"
 
 
 class Upload(NamedTuple):
