@@ -10,7 +10,7 @@ export MPLCONFIGDIR := $(CURDIR)
 export PYTHONHASHSEED := 0
 
 .DEFAULT_GOAL := help
-.PHONY: help setup reproduce smoke test test-browser lint clean distclean workshop benchmark
+.PHONY: help setup reproduce smoke test test-kernels test-browser lint clean distclean workshop benchmark
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,6 +34,21 @@ smoke: setup ## run the whole chain on the tiny smoke profile (a few minutes)
 
 test: setup ## run the test suite (unit, reference cross-checks, end-to-end smoke chain)
 	$(PY) -m pytest -q
+
+# Other CPUs' arithmetic on this one: torch's own kernels (ATEN_CPU_CAPABILITY) with the convolution and
+# matrix libraries held to the same instruction set (oneDNN, MKL): the scalar/SSE4 route everywhere, the AVX2
+# route where the CPU has AVX-512. numpy's OpenBLAS is left as the machine sets it up.
+KERNELS ?= default $(if $(shell grep -qw avx512f /proc/cpuinfo 2>/dev/null && echo yes),avx2)
+isa_default := ONEDNN_MAX_CPU_ISA=SSE41 MKL_ENABLE_INSTRUCTIONS=SSE4_2
+isa_avx2 := ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
+
+test-kernels: setup ## rerun the float-sensitive tests (-m numerics) under other CPU kernels (KERNELS="default avx2")
+	@for kernel in $(KERNELS); do \
+	  case $$kernel in default) isa="$(isa_default)";; avx2) isa="$(isa_avx2)";; *) isa="";; esac; \
+	  echo "[test-kernels] ATEN_CPU_CAPABILITY=$$kernel $$isa"; \
+	  env ATEN_CPU_CAPABILITY=$$kernel $$isa $(PY) -m pytest -q -p no:cacheprovider -m numerics --durations=0 --durations-min=5 tests \
+	    || { echo "[test-kernels] FAILED under ATEN_CPU_CAPABILITY=$$kernel $$isa"; exit 1; }; \
+	done
 
 test-browser: setup ## live browser test of the workshop explorer: JupyterLab + Debian's chromium (apt-get install chromium)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-browser.lock
