@@ -9,7 +9,10 @@ resized map
 
 * the Otsu segmentation (:func:`shamsul_utils.segmentation.segment_resized_map`),
 * IoU with the expert mask and whether each mask is non-empty,
-* the pointing game (first maximal pixel, as CheXlocalize) and its tie-aware rate.
+* the pointing game (first maximal pixel, as CheXlocalize) and its tie-aware rate;
+
+a map that points nowhere (constant, or with a NaN or infinite value) gets an empty segmentation
+and misses (:func:`shamsul_utils.metrics.localisation.points_somewhere`).
 
 It is the fast route of :func:`shamsul_utils.segmentation.heatmap_to_mask` +
 :func:`shamsul_utils.metrics.iou` + :func:`shamsul_utils.metrics.pointing_game`, which stay the
@@ -19,6 +22,7 @@ and CheXlocalize's default); fixed thresholds go through the plain route.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,7 +30,7 @@ import numpy as np
 import torch
 
 from . import metrics
-from .segmentation import heatmap_to_mask, resize_maps, segment_resized_map
+from .segmentation import resize_maps, segment_resized_map
 
 __all__ = ["ImageScores", "score_image", "score_images"]
 
@@ -40,14 +44,6 @@ class ImageScores:
     pred_present: np.ndarray
     hits: np.ndarray  # 1 / 0 / NaN (empty expert mask): the first maximal pixel (CheXlocalize)
     hits_tie_aware: np.ndarray  # share of the maximal pixels inside the mask / NaN
-
-
-def _score_plain(heatmap: np.ndarray, truth: np.ndarray, signed: str) -> tuple[np.ndarray, float, float]:
-    """The plain route for one map (used for maps with NaN or inf, whose handling it defines)."""
-    segmentation = heatmap_to_mask(heatmap, output_size=truth.shape, signed=signed)
-    first = metrics.pointing_game(heatmap[None, None], truth[None, None])[0, 0]
-    fraction = metrics.pointing_game(heatmap[None, None], truth[None, None], ties="fraction")[0, 0]
-    return segmentation, first, fraction
 
 
 def score_image(heatmaps, truth, *, signed: str = "positive", probabilities=None,
@@ -85,16 +81,19 @@ def score_image(heatmaps, truth, *, signed: str = "positive", probabilities=None
         empty = np.broadcast_to(np.asarray(probabilities, dtype=float) < np.asarray(cutoff, dtype=float), (count,))
     scores = np.full((5, count), np.nan)
     segmentations = np.zeros((count, *size), dtype=bool) if keep_segmentations else None
+    informative = metrics.points_somewhere(np.asarray(maps, dtype=np.float32))
+    non_finite = 0
     for index in range(count):
         heatmap, expert = np.ascontiguousarray(maps[index], dtype=np.float32), truth[index]
         expert_pixels = np.count_nonzero(expert)
-        if not np.isfinite(heatmap).all():  # checked in float32, where the plain route computes too
-            segmentation, first, fraction = _score_plain(heatmap, expert, signed)
+        if not informative[index]:  # constant or non-finite (in float32): empty, and a miss
+            non_finite += not np.isfinite(heatmap).all()
+            segmentation, first, fraction = np.zeros(size, dtype=bool), 0.0, 0.0
         else:
             resized = resize_maps(torch.from_numpy(heatmap)[None], size)[0]
             if tuple(heatmap.shape) == tuple(size):
                 resized = resized.clone()
-            maximal = (resized == resized.max()).numpy().ravel()
+            maximal = metrics.maximal_pixels(resized.numpy().reshape(1, -1))[0]
             flat_expert = expert.ravel()
             first = float(flat_expert[np.argmax(maximal)])
             fraction = np.count_nonzero(maximal & flat_expert) / np.count_nonzero(maximal)
@@ -108,6 +107,9 @@ def score_image(heatmaps, truth, *, signed: str = "positive", probabilities=None
                             first if expert_pixels else np.nan, fraction if expert_pixels else np.nan)
         if keep_segmentations:
             segmentations[index] = segmentation
+    if non_finite:  # as heatmap_to_mask warns on the plain route
+        warnings.warn(f"{non_finite} heatmap(s) contain NaN or inf; their masks are empty and they miss",
+                      RuntimeWarning, stacklevel=2)
     result = (scores[0], scores[1].astype(bool), scores[2].astype(bool), scores[3], scores[4])
     return (*result, segmentations) if keep_segmentations else result
 

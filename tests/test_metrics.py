@@ -55,14 +55,16 @@ def test_pointing_game_by_hand():
     heatmaps[0, 0, 1, 1] = 1.0  # hit
     heatmaps[0, 1, 3, 3] = 1.0  # miss
     heatmaps[0, 2, 1, 1] = 1.0  # empty mask: undefined, never a hit
-    heatmaps[0, 3] = 1.0  # constant map: ties -> first pixel (0, 0)
+    heatmaps[0, 3] = 1.0  # constant map: points nowhere, a miss (as its empty segmentation)
     masks = np.zeros((1, 4, 4, 4), bool)
     masks[0, 0, 1, 1] = masks[0, 1, 0, 0] = True
     masks[0, 3, 2, 2] = True
     np.testing.assert_array_equal(pointing_game(heatmaps, masks), [[1.0, 0.0, np.nan, 0.0]])
-    np.testing.assert_array_equal(pointing_game(heatmaps, masks, ties="any"), [[1.0, 0.0, np.nan, 1.0]])
-    # tie-aware: the constant map's 16 maximal pixels, 1 of them in the mask -> 1/16
-    np.testing.assert_array_equal(pointing_game(heatmaps, masks, ties="fraction"), [[1.0, 0.0, np.nan, 1 / 16]])
+    np.testing.assert_array_equal(pointing_game(heatmaps, masks, ties="any"), [[1.0, 0.0, np.nan, 0.0]])
+    # tie-aware: the constant map is not a random pick among its 16 pixels (1/16) but a miss
+    np.testing.assert_array_equal(pointing_game(heatmaps, masks, ties="fraction"), [[1.0, 0.0, np.nan, 0.0]])
+    masks[0, 3, 0, 0] = True  # even when the mask covers the first pixel in raster order
+    assert pointing_game(heatmaps, masks)[0, 3] == 0.0
     # a 2 x 2 map against 8 x 8 masks: resized bilinearly first, the maximum stays top-left
     small = np.array([[[[1.0, 0.0], [0.0, 0.0]]]])
     top_left = _square((8, 8), slice(0, 4), slice(0, 4))[None, None]
@@ -71,6 +73,15 @@ def test_pointing_game_by_hand():
     nan_map = np.full((1, 1, 4, 4), np.nan)
     assert pointing_game(nan_map, np.ones((1, 1, 4, 4), bool))[0, 0] == 0.0  # points nowhere: a miss
     assert pointing_game(nan_map, np.ones((1, 1, 4, 4), bool), ties="fraction")[0, 0] == 0.0
+    # one NaN or one infinite pixel: the map points nowhere (its segmentation is empty), never a hit
+    for bad in (np.nan, np.inf):
+        partly = np.zeros((1, 1, 4, 4))
+        partly[0, 0, 1, 1] = bad
+        partly[0, 0, 2, 2] = 1.0
+        inside = np.zeros((1, 1, 4, 4), bool)
+        inside[0, 0, 1:3, 1:3] = True
+        for ties in ("first", "fraction", "any"):
+            assert pointing_game(partly, inside, ties=ties)[0, 0] == 0.0, (bad, ties)
 
 
 def test_tie_aware_hit_is_the_expected_hit_of_a_random_tie_break():
@@ -219,3 +230,23 @@ def test_mean_auroc_equals_sklearn():
     scores = rng.random((50, 3)) + labels * 0.3
     expected = np.mean([roc_auc_score(labels[:, index], scores[:, index]) for index in range(2)])
     assert metrics.mean_auroc(labels, scores) == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_plateau_a_rounding_step_lower_is_still_the_maximum():
+    """Which pixels of an upsampled LIME/SHAP segment equal its maximum exactly depends on the CPU's
+    interpolation kernels (1664 vs 1388 maximal pixels over 200 plateau maps, AVX-512 vs scalar): a
+    pixel a few float32 steps below the maximum is a maximal pixel, so the pointing game is not."""
+    from shamsul_utils.metrics import maximal_pixels
+
+    one = np.float32(1.0)
+    flat = np.array([[one, np.nextafter(one, np.float32(0)), one - np.float32(2.0**-22), np.float32(0.9)]])
+    np.testing.assert_array_equal(maximal_pixels(flat), [[True, True, True, False]])
+    plateau = np.zeros((1, 1, 8, 8), np.float32)
+    plateau[0, 0, 4:, 2:6] = 0.5  # a segment, half of it inside the mask
+    rounded = plateau.copy()
+    rounded[0, 0, 4, 2] = np.nextafter(np.float32(0.5), np.float32(0))  # the first maximal pixel, a step lower
+    mask = np.zeros((1, 1, 8, 8), bool)
+    mask[0, 0, 4:, 2:4] = True
+    for maps in (plateau, rounded):
+        assert pointing_game(maps, mask)[0, 0] == 1.0
+        assert pointing_game(maps, mask, ties="fraction")[0, 0] == 0.5

@@ -59,7 +59,7 @@ def test_score_image_equals_the_plain_route(signed):
             assert not ours[5][1].any() and not ours[5][4].any() and ours[5][5].any()
 
 
-def test_non_finite_maps_take_the_plain_route():
+def test_maps_that_point_nowhere_score_as_on_the_plain_route():
     maps = np.ones((2, 8, 8), np.float32)
     maps[0, 2, 3] = np.nan
     maps[1, 4:, :] = 3.0

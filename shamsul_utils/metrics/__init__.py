@@ -10,7 +10,7 @@
 from .bootstrap import PairedDifference, bootstrap_ci, paired_bootstrap_difference, seed_bootstrap_ci
 from .classification import auroc_auprc, auroc_rows, mean_auroc
 from .faithfulness import FaithfulnessCurves, deletion_insertion_auc
-from .localisation import iou, pointing_game, select_iou, summarise_iou
+from .localisation import iou, maximal_pixels, pointing_game, points_somewhere, select_iou, summarise_iou
 from .sanity import parameter_randomisation_similarity, randomise_model
 
 __all__ = [
@@ -18,6 +18,8 @@ __all__ = [
     "select_iou",
     "summarise_iou",
     "pointing_game",
+    "points_somewhere",
+    "maximal_pixels",
     "bootstrap_ci",
     "seed_bootstrap_ci",
     "paired_bootstrap_difference",

@@ -22,7 +22,8 @@ import torch
 from ..segmentation import resize_maps
 from .bootstrap import CHUNK_ELEMENTS, bootstrap_ci
 
-__all__ = ["iou", "select_iou", "summarise_iou", "pointing_game", "IOU_VARIANTS"]
+__all__ = ["iou", "select_iou", "summarise_iou", "pointing_game", "points_somewhere", "maximal_pixels",
+           "IOU_VARIANTS", "TIE_TOLERANCE"]
 
 IOU_VARIANTS = ("true_positive", "all", "union")
 
@@ -103,6 +104,38 @@ def summarise_iou(
     return pd.DataFrame({"class": names, "n_images": n_images, "miou": estimate, "low": low, "high": high})
 
 
+# Pixels within this share of a map's range of its maximum count as maximal (8 float32 steps at
+# the top of the range): bilinear upsampling of a plateau (a LIME or SHAP segment) leaves values
+# that differ from the plateau's by a rounding step or two, and by how many depends on the CPU's
+# kernels (AVX-512 vs AVX2 vs scalar). An exact maximum made the pointing game CPU-dependent.
+TIE_TOLERANCE = 2.0**-20
+
+
+def maximal_pixels(flat: np.ndarray) -> np.ndarray:
+    """bool ``[k, P]``: the pixels of each flattened map ``[k, P]`` that reach its maximum, up to
+    :data:`TIE_TOLERANCE` of the map's largest magnitude (finite maps)."""
+    flat = np.asarray(flat)
+    top = flat.max(axis=1, keepdims=True)
+    scale = np.maximum(np.abs(top), np.abs(flat.min(axis=1, keepdims=True)))
+    return flat >= top - (TIE_TOLERANCE * scale).astype(flat.dtype)
+
+
+def points_somewhere(maps) -> np.ndarray:
+    """Whether each map ``[..., h, w]`` singles out a location: all values finite in float32 and not
+    all equal. The maps for which this is False get an empty segmentation and miss in the
+    pointing game (one rule for segmentation, hit rate and tie-aware hit rate).
+
+    Examples
+    --------
+    >>> points_somewhere(np.array([[[0.0, 1.0]], [[2.0, 2.0]], [[np.nan, 1.0]], [[1e39, 0.0]]]))
+    array([ True, False, False, False])
+    """
+    array = np.asarray(maps, dtype=np.float32)
+    flat = array.reshape(*array.shape[:-2], -1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.isfinite(flat).all(axis=-1) & (flat.max(axis=-1) > flat.min(axis=-1))
+
+
 def pointing_game(heatmaps, gt_masks, *, ties: str = "first") -> np.ndarray:
     """Hit (1.0) when a map's maximum lies inside the ground-truth mask, else miss (0.0).
 
@@ -113,7 +146,8 @@ def pointing_game(heatmaps, gt_masks, *, ties: str = "first") -> np.ndarray:
         as CheXlocalize's ``eval.py`` (``create_map``) does.
     gt_masks : array-like of bool, shape (N, C, H, W)
     ties : {"first", "fraction", "any"}
-        ``"first"``: the first maximal pixel in raster order (``np.argmax``, as CheXlocalize).
+        ``"first"``: the first maximal pixel in raster order (``np.argmax``, as CheXlocalize;
+        "maximal" up to rounding, :func:`maximal_pixels`).
         ``"fraction"``: the share of the maximal pixels that lie in the mask, i.e. the expected
         hit under a random tie break (tie-aware; for piecewise-constant maps such as LIME's and
         SHAP's, whose maximum is a whole segment, the raster-order pick is arbitrary).
@@ -123,9 +157,13 @@ def pointing_game(heatmaps, gt_masks, *, ties: str = "first") -> np.ndarray:
     Returns
     -------
     ndarray, shape (N, C)
-        1.0 / 0.0 (a fraction in [0, 1] with ``ties="fraction"``); NaN where the ground-truth mask is empty: undefined, never a hit (Quantus' pointing game
-        has counted an empty mask as a hit). NaN values in a map are ignored; an all-NaN map is
-        a miss (a method that points nowhere should not be dropped from the mean).
+        1.0 / 0.0 (a fraction in [0, 1] with ``ties="fraction"``); NaN where the ground-truth mask
+        is empty: undefined, never a hit (Quantus' pointing game has counted an empty mask as a
+        hit). A map that points nowhere - constant, or with any NaN or infinite value (in
+        float32) - is a **miss** in every variant, the same maps whose segmentation is empty
+        (:func:`shamsul_utils.segmentation.heatmap_to_mask`): neither dropped from the mean nor
+        credited with the mask's area share (a random pick among all pixels) or with an
+        infinite pixel.
 
     Notes
     -----
@@ -134,7 +172,11 @@ def pointing_game(heatmaps, gt_masks, *, ties: str = "first") -> np.ndarray:
     scores 1 if ``gt_mask[x][y] == 1``, NaN if the mask is empty, else 0, as here. A later
     ``eval.py`` (commit a9619f8, ``get_hitrates``) takes the argmax of ``pkl_to_mask(...)``, which
     by then returns the binary Otsu segmentation, i.e. its first foreground pixel in raster
-    order; we keep the map's maximum, the paper's "most representative point".
+    order; we keep the map's maximum, the paper's "most representative point". Deviation: for a
+    constant map CheXlocalize's ``np.argmax`` picks the top-left pixel (a hit only when the mask
+    covers it); here such a map is a miss. Maximal pixels are those within
+    :data:`TIE_TOLERANCE` of the maximum (CheXlocalize: exactly equal), so that the rounding of
+    the bilinear resize on a given CPU does not decide which pixel of a plateau is "the" maximum.
     """
     gt = np.asarray(gt_masks, dtype=bool)
     array = heatmaps.detach().cpu().numpy() if isinstance(heatmaps, torch.Tensor) else np.asarray(heatmaps)
@@ -148,17 +190,18 @@ def pointing_game(heatmaps, gt_masks, *, ties: str = "first") -> np.ndarray:
     result = np.empty(maps.shape[0])
     step = max(1, CHUNK_ELEMENTS // (size[0] * size[1]))
     for start in range(0, maps.shape[0], step):
-        part = resize_maps(torch.from_numpy(np.asarray(maps[start : start + step], dtype=np.float32)), size)
-        flat = part.flatten(1).numpy()
-        flat = np.where(np.isnan(flat), -np.inf, flat)
+        original = np.asarray(maps[start : start + step], dtype=np.float32)
+        informative = points_somewhere(original)
+        original = np.where(informative[:, None, None], original, np.float32(0))
+        flat = resize_maps(torch.from_numpy(original), size).flatten(1).numpy()
         truth = masks[start : start + step].reshape(flat.shape[0], -1)
+        maximal = maximal_pixels(flat)
         if ties == "first":
-            hits = np.take_along_axis(truth, np.argmax(flat, axis=1)[:, None], axis=1)[:, 0]
+            hits = np.take_along_axis(truth, np.argmax(maximal, axis=1)[:, None], axis=1)[:, 0]
         else:
-            maximal = flat == flat.max(axis=1, keepdims=True)
             inside = (maximal & truth).sum(axis=1)
             hits = inside / maximal.sum(axis=1) if ties == "fraction" else inside > 0
-        hits = np.where((flat > -np.inf).any(axis=1), hits, 0.0)  # an all-NaN map points nowhere
+        hits = np.where(informative, hits, 0.0)  # a map that points nowhere
         result[start : start + step] = hits
     result[~masks.any(axis=(-2, -1))] = np.nan
     return result.reshape(gt.shape[:-2])
