@@ -10,7 +10,7 @@ export MPLCONFIGDIR := $(CURDIR)
 export PYTHONHASHSEED := 0
 
 .DEFAULT_GOAL := help
-.PHONY: help setup reproduce smoke test test-kernels test-browser lint clean distclean workshop benchmark
+.PHONY: help setup reproduce replicate replicate-kernels smoke test test-kernels test-browser lint clean distclean workshop benchmark
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,6 +28,12 @@ $(STAMP): requirements.lock pyproject.toml
 
 reproduce: setup ## run the whole notebook chain (PROFILE=demo; PROFILE=paper DATA_DIR=/path for CheXpert)
 	DATA_DIR="$(DATA_DIR)" $(PY) -m shamsul_utils.chain --profile $(PROFILE)
+
+replicate: setup ## do the default run's claims hold on held-out training seeds (5, 6, 7)? (after make reproduce)
+	$(PY) -m shamsul_utils.replicate --profile $(PROFILE) --seeds 5 6 7
+
+replicate-kernels: setup ## the same for the run's own seeds retrained under torch's scalar CPU kernels
+	ATEN_CPU_CAPABILITY=default $(PY) -m shamsul_utils.replicate --profile $(PROFILE) --seeds 0 1 2 --tag kernels
 
 smoke: setup ## run the whole chain on the tiny smoke profile (a few minutes)
 	$(PY) -m shamsul_utils.chain --profile smoke

@@ -38,7 +38,7 @@ from .study import ExplanationSet, localised_indices
 
 __all__ = ["Localisation", "score_method", "per_pair_table", "summary_table", "overall_table", "lrp_variants_table",
            "ranking_table", "by_label_count_table", "faithfulness_table", "sanity_table", "class_mean",
-           "sanity_analysis", "significance_instances", "shared_instance", "narrative"]
+           "sanity_analysis", "significance_instances", "shared_instance"]
 
 
 @dataclass
@@ -313,74 +313,3 @@ def shared_instance(scores: dict[str, Localisation], explanation: ExplanationSet
     multi = np.where(explanation.positive_findings > 1, probability, -1)
     best = multi if multi.max() >= 0 else probability
     return int(best.argmax()) if best.max() >= 0 else None
-
-
-def narrative(overall: pd.DataFrame, ranking: pd.DataFrame, summary: pd.DataFrame,
-              seed_ranking: pd.DataFrame | None = None) -> str:
-    """A few sentences (markdown) stating what this run's numbers say, next to the paper's finding.
-
-    Written from the tables, so the executed notebook's text always matches its numbers. With
-    ``seed_ranking`` (:func:`shamsul_utils.seeds.seed_ranking_table`, more than one model) a method
-    is called ahead of another only where that holds for every training seed with an interval that
-    excludes zero; otherwise from the main model's paired intervals alone. Where the first-maximum
-    and the tie-aware hit rates disagree on an order, the tie-aware one is used.
-    """
-    def interval(row, metric: str) -> str:
-        return f"{row[metric]:.3f} [{row[metric + '_low']:.3f}, {row[metric + '_high']:.3f}]"
-
-    lines = ["**Main model** (mean over the 10 localised classes, 95 % bootstrap intervals over images):", ""]
-    lines += [f"- {row['method']}: mIoU (full set) {interval(row, 'miou_all')}, "
-              f"mIoU (true-positive slice) {interval(row, 'miou_tp')}, hit rate {interval(row, 'hit_rate')}, "
-              f"tie-aware hit rate {interval(row, 'hit_rate_ties')}"
-              for _, row in overall.iterrows()]
-    across = seed_ranking is not None and seed_ranking["seed"].nunique() > 1
-    if across:
-        pairs = seed_ranking.drop_duplicates(["metric", "method_a", "method_b"]).rename(columns={"holds": "clear"})
-        pairs = pairs.assign(difference=pairs["mean_difference"])
-        scope = f"in every one of the {seed_ranking['seed'].nunique()} training seeds"
-    else:
-        pairs, scope = ranking, "on the main model"
-
-    def ahead_of_all(metric: str, method: str) -> bool:
-        rows = pairs[(pairs["metric"] == metric) & ((pairs["method_a"] == method) | (pairs["method_b"] == method))]
-        wins = [bool(row["clear"]) and ((row["difference"] > 0) == (row["method_a"] == method))
-                for _, row in rows.iterrows()]
-        return bool(wins) and all(wins)
-
-    def statement(metric: str, label: str) -> str:
-        if metric not in set(pairs["metric"]):
-            return ""
-        winners = [method for method in overall["method"] if ahead_of_all(metric, method)]
-        if winners:
-            return f"By {label}, {winners[0]} is ahead of every other method {scope} (paired intervals exclude zero)."
-        clear = pairs[(pairs["metric"] == metric) & pairs["clear"].astype(bool)]
-        orders = [f"{row['method_a']} > {row['method_b']}" if row["difference"] > 0
-                  else f"{row['method_b']} > {row['method_a']}" for _, row in clear.iterrows()]
-        return (f"By {label}, no method is ahead of all others {scope}"
-                + (f"; these orders hold: {', '.join(orders)}; the other pairs are not separated."
-                   if orders else "; the methods are not separated."))
-
-    hit_metric = "hit_rate"
-    if "hit_rate_ties" in set(pairs["metric"]):  # do the two hit rates order or separate any pair differently?
-        def verdicts(metric: str) -> pd.DataFrame:
-            rows = pairs[pairs["metric"] == metric].set_index(["method_a", "method_b"])
-            return pd.DataFrame({"sign": np.sign(rows["difference"]), "clear": rows["clear"].astype(bool)})
-
-        if not verdicts("hit_rate").equals(verdicts("hit_rate_ties")):
-            hit_metric = "hit_rate_ties"
-    hit_label = "the tie-aware hit rate" if hit_metric == "hit_rate_ties" else "the hit rate"
-    lines += ["", statement("miou_all", "mIoU (full set)") + " " + statement(hit_metric, hit_label)]
-    if hit_metric == "hit_rate_ties":
-        lines += ["", "The first-maximum hit rate (CheXlocalize's) orders or separates some pairs differently "
-                  "from the tie-aware one: LIME's and SHAP's maximum is a whole superpixel, and the raster-order "
-                  "pick inside it is arbitrary, so the tie-aware rate is the one to read."]
-    paper = "Grad-CAM"
-    if ahead_of_all("miou_all", paper) or ahead_of_all(hit_metric, paper):
-        verdict = "agrees: Grad-CAM leads on at least one of the two measures."
-    else:
-        verdict = "does not confirm Grad-CAM as the best method on either measure."
-    lines += ["", f"The paper found {paper} best quantitatively; judged {scope}, this study {verdict}"]
-    chance = summary.drop_duplicates("class")["chance_hit_rate"].mean()
-    lines += [f"A random point hits an expert mask {chance:.3f} of the time on average (the masks' mean share "
-              "of the image); a hit rate near that level means no localisation."]
-    return "\n".join(lines)

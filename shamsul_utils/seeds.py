@@ -4,7 +4,8 @@ A ranking of explanation methods measured on one trained model can flip with the
 different initialisation, batch order or CPU (whose floating-point kernels change the training
 trajectory) gives a different model. The study therefore trains the main model (``seed``) and
 the models of ``training.extra_seeds`` on the same data, explains the same explanation set with
-each, and reports a conclusion only where it holds for every model.
+each, and tests every declared comparison once over all of them (models and images resampled
+together, :mod:`shamsul_utils.claims`).
 
 Each extra model is a *seed profile* (:func:`seed_profile`): the base profile with another
 ``training.seed``, its own run folder ``runs/<profile>-seed<k>/`` (checkpoints, predictions,
@@ -20,10 +21,12 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from . import metrics, study, training
+from . import claims, metrics, study, training
 from .config import Profile
 
-__all__ = ["seed_profile", "seed_profiles", "train_extra_seeds", "explain_extra_seeds", "explained_rows"]
+__all__ = ["seed_profile", "seed_profiles", "train_extra_seeds", "explain_extra_seeds", "explained_rows",
+           "score_seeds", "score_models", "family_scores", "seed_probabilities", "across_seeds_table", "seed_ranking_per_seed",
+           "METRICS"]
 
 
 def seed_profile(profile: Profile, seed: int) -> Profile:
@@ -124,8 +127,7 @@ def explain_extra_seeds(profile: Profile, method: str, *, rule: str | None = Non
 
 # ------------------------------------------------------------------------- scores across seeds
 
-METRICS: dict[str, str] = {"miou_all": "mIoU (full set)", "miou_tp": "mIoU (true-positive slice)",
-                           "hit_rate": "hit rate", "hit_rate_ties": "tie-aware hit rate"}
+METRICS: dict[str, str] = dict(claims.METRIC_NAMES)  # the one spelling of the metrics, claims.METRIC_NAMES
 
 
 def _values(score, metric: str) -> np.ndarray:
@@ -136,26 +138,40 @@ def _values(score, metric: str) -> np.ndarray:
     return score.hits if metric == "hit_rate" else score.hits_tie_aware
 
 
-def score_seeds(profile: Profile, *, signed: str = "positive") -> dict[int, dict[str, tuple[np.ndarray, object]]]:
+def score_seeds(profile: Profile, *, signed: str = "raw", lrp_rule: str | None = None,
+                probability_cutoff: float | None = None) -> dict[int, dict[str, tuple[np.ndarray, object]]]:
     """Segment and score every model's cached heatmaps: ``{seed: {method: (rows, Localisation)}}``.
 
-    ``rows`` are the explanation-set rows a method explained under *every* model (all of them for
-    Grad-CAM and LRP; ``explain.seed_images`` rows for LIME and SHAP when there are extra seeds), so
-    each method is compared across seeds on the same images.
+    ``rows`` are the explanation-set rows a method explained under *every* model (all of them,
+    unless ``explain.seed_images`` limits LIME and SHAP under the extra seeds), so each method is
+    compared across seeds on the same images. ``signed`` and ``lrp_rule`` (default: the profile's
+    ``explain.lrp_rule``) choose the analysis: the primary one is the paper's (``"raw"``, epsilon).
+    ``probability_cutoff`` empties the segmentation where the model's probability is below it
+    (CheXlocalize's probability threshold; the pointing game does not depend on it).
     """
+    return score_models(profile, seed_profiles(profile), signed=signed, lrp_rule=lrp_rule,
+                        probability_cutoff=probability_cutoff)
+
+
+def score_models(profile: Profile, variants: list[Profile], *, signed: str = "raw", lrp_rule: str | None = None,
+                 probability_cutoff: float | None = None) -> dict[int, dict[str, tuple[np.ndarray, object]]]:
+    """:func:`score_seeds` for the given model profiles (``variants``, e.g. held-out seeds' models,
+    :mod:`shamsul_utils.replicate`), each explained on ``profile``'s explanation set."""
     from .evaluation import score_method
     from .models import load_trained_model
 
     result = {}
-    for variant in seed_profiles(profile):
+    for variant in variants:
         model, _ = load_trained_model(variant)
         explanation = study.explanation_set(variant)
         by_method = {}
         for name, method in study.METHODS.items():
             # with extra seeds, every model is scored on the rows the extra seeds explained
             rows = explained_rows(profile, method, len(explanation), main=not profile.training.extra_seeds)
-            maps = study.load_heatmaps(variant, model, explanation, method, rows=rows)
-            by_method[name] = (rows, score_method(name, explanation.subset(rows), maps, signed=signed))
+            # the rule applies to the method that has rules (Method.options ignores it for the others)
+            maps = study.load_heatmaps(variant, model, explanation, method, rows=rows, rule=lrp_rule)
+            by_method[name] = (rows, score_method(name, explanation.subset(rows), maps, signed=signed,
+                                                  probability_cutoff=probability_cutoff))
         result[variant.training_seed] = by_method
     return result
 
@@ -203,39 +219,22 @@ def across_seeds_table(scores: dict, *, n_resamples: int = 1000, seed: int = 0) 
     return pd.DataFrame(rows)
 
 
-def seed_ranking_table(scores: dict, *, metrics_to_rank=("miou_all", "hit_rate", "hit_rate_ties"),
-                       n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Paired differences between every two methods, per seed, on the images both explained.
+def seed_probabilities(profile: Profile) -> np.ndarray:
+    """``[S, N, 10]``: every model's predicted probability of each localised class on the explanation set."""
+    return np.stack([study.explanation_set(variant).probabilities[:, study.localised_indices()]
+                     for variant in seed_profiles(profile)])
 
-    One row per metric, pair and seed (difference, 95 % paired bootstrap interval over images),
-    plus, per metric and pair, ``same_sign_seeds`` (how many seeds agree with the sign of the mean
-    difference) and ``holds`` (every seed has the same sign *and* an interval that excludes zero).
-    """
-    from itertools import combinations
 
-    from . import metrics
-    from .evaluation import class_mean
-
+def family_scores(scores: dict, metrics_in_family=claims.FAMILY_METRICS) -> dict[tuple[str, str], np.ndarray]:
+    """``{(method, metric): values [S, N, 10]}`` of every method and metric under every model, on the
+    images every method explained under every model: what :func:`shamsul_utils.claims.claims_table`
+    tests."""
     methods = list(next(iter(scores.values())))
-    rows = []
-    for metric in metrics_to_rank:
-        for first, second in combinations(methods, 2):
-            common = np.intersect1d(next(iter(scores.values()))[first][0], next(iter(scores.values()))[second][0])
-            a, b = _stacked(scores, first, metric, common), _stacked(scores, second, metric, common)
-            for k, training_seed in enumerate(scores):
-                result = metrics.paired_bootstrap_difference(a[k], b[k], statistic=class_mean,
-                                                             n_resamples=n_resamples, seed=seed)
-                rows.append({"metric": metric, "method_a": first, "method_b": second, "seed": training_seed,
-                             "images": len(common), "difference": float(result.difference),
-                             "low": float(result.low), "high": float(result.high)})
-    table = pd.DataFrame(rows)
-    table["excludes_zero"] = (table["low"] > 0) | (table["high"] < 0)
-    grouped = table.groupby(["metric", "method_a", "method_b"], sort=False)
-    table["mean_difference"] = grouped["difference"].transform("mean")
-    table["same_sign_seeds"] = grouped["difference"].transform(lambda d: max((d > 0).sum(), (d < 0).sum()))
-    one_sign = grouped["difference"].transform(lambda d: bool((d > 0).all() or (d < 0).all()))
-    table["holds"] = grouped["excludes_zero"].transform("all").astype(bool) & one_sign.astype(bool)
-    return table
+    common = None
+    for name in methods:
+        rows = next(iter(scores.values()))[name][0]
+        common = rows if common is None else np.intersect1d(common, rows)
+    return {(name, metric): _stacked(scores, name, metric, common) for name in methods for metric in metrics_in_family}
 
 
 def seed_ranking_per_seed(table: pd.DataFrame) -> pd.DataFrame:
@@ -248,34 +247,3 @@ def seed_ranking_per_seed(table: pd.DataFrame) -> pd.DataFrame:
             order = group.sort_values(column, ascending=False)["method"].tolist()
             rows.append({"metric": metric, "seed": int(column.split()[1]), "ranking": " > ".join(order)})
     return pd.DataFrame(rows)
-
-
-def seeds_narrative(table: pd.DataFrame, ranking: pd.DataFrame) -> str:
-    """Markdown sentences stating only what holds for every seed (written from the tables)."""
-    seeds = sorted(ranking["seed"].unique())
-    if len(seeds) == 1:
-        return ("Only one model was trained (`training.extra_seeds` is empty), so nothing here shows whether "
-                "the conclusions survive another training run.")
-    overall = table[table["class"] == "all classes"]
-    lines = [f"**Across {len(seeds)} training seeds** ({', '.join(map(str, seeds))}; intervals cover the "
-             "seeds and the images):", ""]
-    for method, group in overall.groupby("method", sort=False):
-        parts = []
-        for metric in ("miou_all", "hit_rate", "hit_rate_ties"):
-            row = group[group["metric"] == metric].iloc[0]
-            parts.append(f"{METRICS[metric]} {row['mean']:.3f} [{row['low']:.3f}, {row['high']:.3f}] "
-                         f"(seeds {row['seed_min']:.3f}-{row['seed_max']:.3f})")
-        lines.append(f"- {method}: " + "; ".join(parts))
-    pairs = ranking.drop_duplicates(["metric", "method_a", "method_b"])
-    for metric in ("miou_all", "hit_rate_ties", "hit_rate"):
-        subset = pairs[pairs["metric"] == metric]
-        holding = subset[subset["holds"]]
-        claims = [f"{row['method_a']} > {row['method_b']}" if row["mean_difference"] > 0
-                  else f"{row['method_b']} > {row['method_a']}" for _, row in holding.iterrows()]
-        unseparated = [f"{row['method_a']} / {row['method_b']}" for _, row in subset[~subset["holds"]].iterrows()]
-        text = f"- **{METRICS[metric]}**: " + ("; ".join(claims) + " in every seed, each interval excluding zero"
-                                               if claims else "no ordering holds in every seed")
-        if unseparated:
-            text += f". Not separated (sign or interval changes with the seed): {', '.join(unseparated)}."
-        lines += ["", text]
-    return "\n".join(lines)

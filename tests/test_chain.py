@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow
 
 TABLES = ("classification.csv", "localisation_by_class.csv", "localisation_overall.csv", "localisation_pairs.csv",
           "ranking.csv", "by_label_count.csv", "faithfulness.csv", "sanity.csv", "lrp_variants.csv",
-          "seed_models.csv", "seeds_localisation.csv", "seeds_ranking.csv")
+          "seed_models.csv", "seeds_localisation.csv", "claims.csv", "claims_secondary.csv", "strata.csv",
+          "paper_vs_reproduction.csv")
 
 
 def _run(runs: Path, monkeypatch, *, only=None) -> Path:
@@ -46,8 +47,10 @@ def test_chain_runs_every_notebook_and_writes_every_figure(first_run):
     assert list(timings["notebook"]) == available_notebooks()
     models = pd.read_csv(first_run / "tables" / "seed_models.csv")
     assert list(models["seed"]) == [0, 1] and (first_run.parent / "smoke-seed1" / "checkpoints" / "best.pt").is_file()
-    ranking = pd.read_csv(first_run / "tables" / "seeds_ranking.csv")
-    assert set(ranking["seed"]) == {0, 1}
+    claims = pd.read_csv(first_run / "tables" / "claims.csv")
+    assert len(claims) == 18 and set(claims["models"]) == {2}  # the declared family, over both models
+    assert (claims["p_holm"] >= claims["p"]).all()
+    assert (first_run / "tables" / "claims.md").read_text().split("\n", 1)[0].startswith("**Primary")
 
 
 def test_same_seed_gives_identical_metric_tables(first_run, tmp_path, monkeypatch):

@@ -28,6 +28,7 @@ from ._perturbation import (
     model_dtype,
     relabel_segments,
 )
+from .sampling import ESTIMATORS, lime_design
 
 __all__ = ["explain", "explain_segments", "quickshift_segments"]
 
@@ -66,6 +67,7 @@ def explain_segments(
     kernel_width: float = 0.25,
     segmentation_fn: Callable[[np.ndarray], np.ndarray] | None = None,
     first_layer_shortcut: bool = True,
+    estimator: str = "paper",
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> SegmentExplanation:
@@ -96,8 +98,11 @@ def explain_segments(
         segments = relabel_segments(segments)
     num_segments = int(segments.max()) + 1
 
-    data = random_state.randint(0, 2, num_samples * num_segments).reshape((num_samples, num_segments))
-    data[0, :] = 1
+    if estimator == "fast":  # LIME's distribution, as stratified antithetic pairs
+        data = lime_design(num_segments, num_samples, np.random.default_rng(seed)).astype(np.int64)
+    else:
+        data = random_state.randint(0, 2, num_samples * num_segments).reshape((num_samples, num_segments))
+        data[0, :] = 1
     fill = fill_image("segment_mean" if hide_color is None else float(hide_color), unit, segments)
     normalised_fill = (fill - np.asarray(mean)) / np.asarray(std)
     fill_t = torch.from_numpy(normalised_fill.transpose(2, 0, 1)).to(device, dtype)
@@ -114,7 +119,11 @@ def explain_segments(
     # explain_instance's num_features=100000 > M that is 'highest_weights' keeping all M features
     # (in another column order, which does not change a ridge solution). One multi-target ridge
     # solve gives every label's coefficients at once.
-    ridge = Ridge(alpha=1.0, fit_intercept=True).fit(data, labels, sample_weight=weights)
+    # The fast design may hold fewer rows than num_samples (all 2^M coalitions, once each, when they
+    # are fewer): the penalty is then scaled so that it weighs against the data as against
+    # num_samples of LIME's rows, i.e. the estimate is LIME's at num_samples, less its sampling noise.
+    penalty = len(data) / num_samples if estimator == "fast" else 1.0
+    ridge = Ridge(alpha=penalty, fit_intercept=True).fit(data, labels, sample_weight=weights)
     coefficients = np.asarray(ridge.coef_, dtype=np.float64).reshape(len(classes), num_segments)
     intercept = np.asarray(ridge.intercept_, dtype=np.float64).reshape(len(classes))
     return SegmentExplanation(segments=segments, weights=coefficients, base=intercept)
@@ -132,6 +141,7 @@ def explain(
     kernel_width: float = 0.25,
     segmentation_fn: Callable[[np.ndarray], np.ndarray] | None = None,
     first_layer_shortcut: bool = True,
+    estimator: str = "paper",
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> np.ndarray:
@@ -171,6 +181,12 @@ def explain(
         (exact up to float rounding; see
         :class:`~shamsul_utils.explainers._perturbation.CoalitionModel`). ``False``: build
         every masked image and run the whole model on it.
+    estimator : {"paper", "fast"}
+        ``"paper"`` (default): lime's own coalitions (independent draws), the SHAMSUL route.
+        ``"fast"``: the same distribution drawn as stratified antithetic pairs
+        (:func:`~shamsul_utils.explainers.sampling.lime_design`, the unperturbed image first,
+        ``num_samples - 1`` rounded down to pairs), then the same weights and ridge fit; it
+        estimates LIME's weights with a fraction of the samples (``benchmarks/README.md``).
     mean, std : sequence of 3 float
         The normalisation of ``images`` (ImageNet by default).
 
@@ -229,7 +245,9 @@ def explain(
         raise ValueError(f"kernel_width must be a positive number, got {kernel_width!r}")
     if hide_color is not None and (isinstance(hide_color, bool) or not isinstance(hide_color, (int, float))):
         raise ValueError(f"hide_color must be a number or None, got {hide_color!r}")
+    if estimator not in ESTIMATORS or (estimator == "fast" and num_samples < 3):
+        raise ValueError(f"estimator must be one of {ESTIMATORS} (fast needs num_samples >= 3), got {estimator!r}")
     return explain_images(explain_segments, model, images, classes, batch_size=batch_size, seed=check_seed(seed),
                           num_samples=num_samples, hide_color=hide_color, kernel_width=float(kernel_width),
                           segmentation_fn=segmentation_fn, first_layer_shortcut=bool(first_layer_shortcut),
-                          mean=mean, std=std)
+                          estimator=estimator, mean=mean, std=std)

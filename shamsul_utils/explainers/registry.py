@@ -8,7 +8,7 @@ its options under a profile. study, evaluation, plots, workshop, shortcut and th
 these records; adding a method is one module beside this file and one record below.
 
 Option vocabulary: a profile's settings are exposed under one vocabulary for every method
-(:attr:`Method.settings`: ``n_samples``, ``fill``, ``seed``); :meth:`Method.options` translates
+(:attr:`Method.settings`: ``n_samples``, ``fill``, ``seed``, ``estimator``); :meth:`Method.options` translates
 them into the keyword names of the method's own ``explain`` (LIME's ``num_samples`` and
 ``hide_color``, Kernel SHAP's ``nsamples`` and ``fill``, as the wrapped libraries call them), which
 are also the heatmap cache's keys.
@@ -56,7 +56,7 @@ class Method:
     libraries: tuple[str, ...]
     _settings: Callable = lambda profile: {}
     _options: Callable = lambda settings: {}
-    _extra_samples: int = 0  # samples evaluated besides n_samples (Kernel SHAP: the empty and full coalitions)
+    _extra_samples: int = 0  # evaluated besides n_samples on the paper route (shap's empty and full coalitions)
     _cheap: bool | None = None  # None: cheap when kind is "gradient"
     study: bool = True  # one of the paper's four methods, compared in notebooks 03-08
 
@@ -81,13 +81,15 @@ class Method:
 
     def settings(self, profile) -> dict:
         """The profile's settings for this method in the shared vocabulary (``n_samples``, ``fill``,
-        ``seed``; empty for methods without any)."""
+        ``seed``, ``estimator``; empty for methods without any)."""
         return self._settings(profile)
 
     def samples(self, profile) -> int:
         """Perturbed images one explanation evaluates (0 for gradient methods): for progress bars."""
-        count = self.settings(profile).get("n_samples", 0)
-        return count + self._extra_samples if count else 0
+        settings = self.settings(profile)
+        count = settings.get("n_samples", 0)
+        extra = self._extra_samples if settings.get("estimator", "paper") == "paper" else 0
+        return count + extra if count else 0
 
     def options(self, profile, *, rule: str | None = None) -> tuple[str, dict]:
         """``(store name, keyword options)`` of ``explain`` under a profile (paper values by default).
@@ -111,14 +113,16 @@ REGISTRY: dict[str, Method] = {record.key: record for record in (
     Method("gradcam", "Grad-CAM", "#1b9e77", signed=False, kind="gradient", libraries=("torch",)),
     Method("lrp", "LRP", "#d95f02", signed=True, kind="gradient", libraries=("torch", "zennit")),
     Method("lime", "LIME", "#7570b3", signed=True, kind="perturbation", libraries=("torch", "lime", "scikit-image"),
-           _settings=lambda profile: {"n_samples": profile.explain.lime_samples, "fill": 0.0, "seed": profile.seed},
+           _settings=lambda profile: {"n_samples": profile.explain.lime_samples, "fill": 0.0, "seed": profile.seed,
+                                      "estimator": profile.explain.estimator},
            _options=lambda settings: {"num_samples": settings["n_samples"], "seed": settings["seed"],
-                                      "hide_color": settings["fill"]}),
+                                      "hide_color": settings["fill"], "estimator": settings["estimator"]}),
     Method("shap", "SHAP", "#e7298a", signed=True, kind="perturbation", libraries=("torch", "shap", "scikit-image"),
            _settings=lambda profile: {"n_samples": profile.explain.shap_samples, "fill": profile.explain.shap_fill,
-                                      "seed": profile.seed},
+                                      "seed": profile.seed, "estimator": profile.explain.estimator},
            _options=lambda settings: {"nsamples": settings["n_samples"], "seed": settings["seed"],
-                                      "fill": settings["fill"]}, _extra_samples=2),
+                                      "fill": settings["fill"], "estimator": settings["estimator"]},
+           _extra_samples=2),
     # Not the paper's: for the library and workshops (a gradient method with an axiom to check).
     Method("integrated_gradients", "Integrated Gradients", "#66a61e", signed=True, kind="gradient",
            libraries=("torch", "captum"),
