@@ -10,7 +10,7 @@ export MPLCONFIGDIR := $(CURDIR)
 export PYTHONHASHSEED := 0
 
 .DEFAULT_GOAL := help
-.PHONY: help setup reproduce replicate replicate-kernels smoke test test-kernels test-browser lint clean distclean workshop benchmark
+.PHONY: help setup reproduce replicate replicate-kernels benchmark-estimators smoke test test-kernels test-browser lint clean distclean workshop benchmark
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -67,6 +67,11 @@ lint: setup ## ruff on the code and the notebooks' code cells, and source notebo
 
 benchmark: setup ## time the explainers against the forward floor and the reference libraries
 	$(PY) benchmarks/explainers.py
+
+benchmark-estimators: setup ## LIME and Kernel SHAP error against model evaluations (needs the demo run; ~10 min)
+	$(PY) benchmarks/estimators.py --part 1/2 --output benchmarks/.estimators_1.csv & first=$$!; \
+	$(PY) benchmarks/estimators.py --part 2/2 --output benchmarks/.estimators_2.csv && wait $$first
+	$(PY) benchmarks/estimators.py --report benchmarks/.estimators_1.csv benchmarks/.estimators_2.csv
 
 workshop: setup ## write participant copies of the workshop notebooks (solutions removed) to workshop/
 	$(PY) -m shamsul_utils.workshop

@@ -129,6 +129,9 @@ def test_readme_quotes_the_published_runs_claims_and_no_other():
     published = REPOSITORY_ROOT / "figures" / "07_claims.md"
     assert published.is_file(), "make reproduce publishes figures/07_claims.md"
     assert claims.readme_block(readme) == published.read_text(encoding="utf-8")
+    replication = REPOSITORY_ROOT / "figures" / "07_replication.md"  # make replicate's, when it has run
+    block = claims.readme_block(readme, "replication")
+    assert block == (replication.read_text(encoding="utf-8") if replication.is_file() else "\n")
 
 
 def test_replication_rate_is_the_share_of_held_out_models_where_a_claim_holds_the_same_way():
