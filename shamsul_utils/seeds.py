@@ -25,7 +25,7 @@ from . import claims, metrics, study, training
 from .config import Profile
 
 __all__ = ["seed_profile", "seed_profiles", "train_extra_seeds", "explain_extra_seeds", "explained_rows",
-           "score_seeds", "score_models", "family_scores", "seed_probabilities", "across_seeds_table", "seed_ranking_per_seed",
+           "score_seeds", "score_models", "common_rows", "family_scores", "seed_probabilities", "across_seeds_table", "seed_ranking_per_seed",
            "METRICS"]
 
 
@@ -225,16 +225,23 @@ def seed_probabilities(profile: Profile) -> np.ndarray:
                      for variant in seed_profiles(profile)])
 
 
+def common_rows(scores: dict) -> np.ndarray:
+    """The explanation-set rows every method explained under every model."""
+    first = next(iter(scores.values()))
+    common = None
+    for name in first:
+        rows = first[name][0]
+        common = rows if common is None else np.intersect1d(common, rows)
+    return common
+
+
 def family_scores(scores: dict, metrics_in_family=claims.FAMILY_METRICS) -> dict[tuple[str, str], np.ndarray]:
     """``{(method, metric): values [S, N, 10]}`` of every method and metric under every model, on the
-    images every method explained under every model: what :func:`shamsul_utils.claims.claims_table`
-    tests."""
-    methods = list(next(iter(scores.values())))
-    common = None
-    for name in methods:
-        rows = next(iter(scores.values()))[name][0]
-        common = rows if common is None else np.intersect1d(common, rows)
-    return {(name, metric): _stacked(scores, name, metric, common) for name in methods for metric in metrics_in_family}
+    images every method explained under every model (:func:`common_rows`): what
+    :func:`shamsul_utils.claims.claims_table` tests."""
+    common = common_rows(scores)
+    return {(name, metric): _stacked(scores, name, metric, common)
+            for name in next(iter(scores.values())) for metric in metrics_in_family}
 
 
 def seed_ranking_per_seed(table: pd.DataFrame) -> pd.DataFrame:

@@ -70,6 +70,31 @@ def test_the_design_pairs_samples_without_replacement_and_carries_each_size_its_
     assert max(shares) - min(shares) <= 1 and counts[players // 2] % 2 == 0
 
 
+def test_the_sampled_regression_sums_are_unbiased_for_the_full_kernel_shap_sums():
+    """Averaged over seeds, a partial design's weighted Gram matrix and moment vector equal those of
+    the full Kernel SHAP regression over all 2^M coalitions with the Shapley kernel's weights (the
+    independent truth: the kernel of Lundberg & Lee, enumerated), so each stratum's weight is right."""
+    from math import comb
+
+    players, budget, seeds = 10, 100, 400  # sizes 1 and 9 enumerated, 2-8 sampled (5 an even middle)
+    codes = np.arange(1, 2**players - 1)
+    everything = ((codes[:, None] >> np.arange(players)) & 1).astype(float)
+    sizes = everything.sum(axis=1).astype(int)
+    kernel = (players - 1) / (np.array([comb(players, int(k)) for k in sizes]) * sizes * (players - sizes))
+    values = np.sin(everything @ np.linspace(0.1, 1.0, players))  # any function of the coalition
+    exact_gram = (everything * kernel[:, None]).T @ everything
+    exact_moment = (everything * kernel[:, None]).T @ values
+    grams, moments = [], []
+    for seed in range(seeds):
+        coalitions, weights = shapley_design(players, budget, np.random.default_rng(seed))
+        z, w = coalitions[2:].astype(float), weights[2:]
+        grams.append((z * w[:, None]).T @ z)
+        moments.append((z * w[:, None]).T @ np.sin(z @ np.linspace(0.1, 1.0, players)))
+    for estimates, exact in ((np.array(grams), exact_gram), (np.array(moments), exact_moment)):
+        standard_error = estimates.std(axis=0) / np.sqrt(seeds)
+        assert (np.abs(estimates.mean(axis=0) - exact) <= 4 * standard_error + 1e-12).all()
+
+
 def test_partial_budgets_agree_with_shap_on_average_and_beat_it_per_sample():
     """On a non-additive 12-player game at 100 evaluations, the estimates centre on the exact values
     (which shap's KernelExplainer gives when it enumerates all 4096 coalitions) and err less than

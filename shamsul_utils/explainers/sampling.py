@@ -88,9 +88,11 @@ def shapley_design(num_players: int, budget: int, rng: np.random.Generator) -> t
     -----
     Sizes ``s`` and ``M - s`` are served together (a coalition and its complement). From the
     outside in (1 and M-1, then 2 and M-2, ...) a pair of sizes is **enumerated** when all its
-    coalitions fit in what is left of the budget; the rest of the budget is spread evenly over the
-    remaining sizes, i.e. in proportion to their leverage scores, which Musco & Witter show are
-    equal for every size; within a size, coalitions are drawn uniformly without replacement.
+    coalitions fit in what is left of the budget; the rest of the budget is spread in equal shares
+    of pairs over the remaining strata ``{s, M - s}``, i.e. in proportion to their leverage scores,
+    which Musco & Witter show are equal for every size (the middle size of an even ``M`` is its own
+    stratum and gets both rows of each of its pairs, twice a size's share: no bias, the weights
+    account for it); within a size, coalitions are drawn uniformly without replacement.
     Deviation from Leverage SHAP: sizes get deterministic equal shares (stratification) instead
     of independent Bernoulli draws with those expected counts, and the outer sizes are enumerated
     (the hybrid of shap and R's kernelshap) - both only reduce the variance.
