@@ -76,6 +76,19 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b).statistic)
 
 
+def _rows(method: str, image: int, reference, candidates: dict) -> list[dict]:
+    """One row per candidate estimate and class: its error and agreement with the reference."""
+    rows = []
+    for (estimator, budget, seed), result in candidates.items():
+        for index, values in enumerate(result.weights):
+            truth = reference.weights[index]
+            rows.append({"method": method, "image": image, "class": index, "estimator": estimator, "budget": budget,
+                         "seed": seed, "segments": truth.size,
+                         "relative_l2": float(np.linalg.norm(values - truth) / np.linalg.norm(truth)),
+                         "spearman": _spearman(values, truth), "reference_norm": float(np.linalg.norm(truth))})
+    return rows
+
+
 def measure(images: list[int], seeds: list[int]) -> pd.DataFrame:
     import torch
 
@@ -109,13 +122,7 @@ def measure(images: list[int], seeds: list[int]) -> pd.DataFrame:
                         model, image, classes, nsamples=budget - 2, seed=seed, l1_reg=False)
                     candidates[("fast (leverage)", budget, seed)] = shap_module.explain_segments(
                         model, image, classes, nsamples=budget, seed=seed, estimator="fast")
-            for (estimator, budget, seed), result in candidates.items():
-                for index, values in enumerate(result.weights):
-                    truth = reference.weights[index]
-                    rows.append({"method": "SHAP", "image": row, "class": index, "estimator": estimator,
-                                 "budget": budget, "seed": seed, "segments": truth.size,
-                                 "relative_l2": float(np.linalg.norm(values - truth) / np.linalg.norm(truth)),
-                                 "spearman": _spearman(values, truth), "reference_norm": float(np.linalg.norm(truth))})
+            rows += _rows("SHAP", row, reference, candidates)
             reference = lime_module.explain_segments(model, image, classes, num_samples=REFERENCE, seed=10_000)
             candidates = {}
             for budget in LIME_BUDGETS:
@@ -124,13 +131,7 @@ def measure(images: list[int], seeds: list[int]) -> pd.DataFrame:
                         model, image, classes, num_samples=budget, seed=seed)
                     candidates[("fast (paired, stratified)", budget, seed)] = lime_module.explain_segments(
                         model, image, classes, num_samples=budget, seed=seed, estimator="fast")
-            for (estimator, budget, seed), result in candidates.items():
-                for index, values in enumerate(result.weights):
-                    truth = reference.weights[index]
-                    rows.append({"method": "LIME", "image": row, "class": index, "estimator": estimator,
-                                 "budget": budget, "seed": seed, "segments": truth.size,
-                                 "relative_l2": float(np.linalg.norm(values - truth) / np.linalg.norm(truth)),
-                                 "spearman": _spearman(values, truth), "reference_norm": float(np.linalg.norm(truth))})
+            rows += _rows("LIME", row, reference, candidates)
         print(f"image {row}: {time.perf_counter() - started:.0f} s, {_Memo.evaluated} model evaluations so far",
               flush=True)
     return pd.DataFrame(rows)
