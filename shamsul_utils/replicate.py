@@ -22,7 +22,6 @@ published (``figures/07_replication.md`` and README's replication block). The ma
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from collections.abc import Sequence
@@ -47,10 +46,7 @@ def held_out_profile(profile: Profile, seed: int, tag: str = "replicate") -> Pro
     >>> variant.name, variant.training_seed, variant.seed
     ('smoke-replicate5', 5, 0)
     """
-    data = dataclasses.replace(profile.data, root=str(profile.data_root))
-    recipe = dataclasses.replace(profile.training, seed=seed, extra_seeds=())
-    return dataclasses.replace(profile, name=f"{profile.name}-{tag}{seed}", data=data, training=recipe,
-                               publish_figures=False)
+    return seeds.model_profile(profile, seed, f"{profile.name}-{tag}{seed}")
 
 
 def _prepare(profile: Profile, variants: list[Profile], *, workers: int) -> None:

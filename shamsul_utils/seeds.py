@@ -24,7 +24,7 @@ import pandas as pd
 from . import claims, metrics, study, training
 from .config import Profile
 
-__all__ = ["seed_profile", "seed_profiles", "train_extra_seeds", "explain_extra_seeds", "explained_rows",
+__all__ = ["seed_profile", "model_profile", "seed_profiles", "train_extra_seeds", "explain_extra_seeds", "explained_rows",
            "score_seeds", "score_models", "common_rows", "family_scores", "seed_probabilities", "across_seeds_table", "seed_ranking_per_seed",
            "METRICS"]
 
@@ -42,10 +42,15 @@ def seed_profile(profile: Profile, seed: int) -> Profile:
     """
     if seed == profile.training_seed:
         return profile
+    return model_profile(profile, seed, f"{profile.name}-seed{seed}")
+
+
+def model_profile(profile: Profile, seed: int, name: str) -> Profile:
+    """``profile``'s recipe trained with ``seed``, in its own run folder ``name`` on ``profile``'s data
+    (never published): the one way an extra or held-out model's profile is made."""
     data = dataclasses.replace(profile.data, root=str(profile.data_root))
     recipe = dataclasses.replace(profile.training, seed=seed, extra_seeds=())
-    return dataclasses.replace(profile, name=f"{profile.name}-seed{seed}", data=data, training=recipe,
-                               publish_figures=False)
+    return dataclasses.replace(profile, name=name, data=data, training=recipe, publish_figures=False)
 
 
 def seed_profiles(profile: Profile) -> list[Profile]:
