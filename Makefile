@@ -33,7 +33,7 @@ replicate: setup ## do the default run's claims hold on held-out training seeds 
 	$(PY) -m shamsul_utils.replicate --profile $(PROFILE) --seeds 5 6 7
 
 replicate-kernels: setup ## the same for the run's own seeds retrained under torch's scalar CPU kernels
-	ATEN_CPU_CAPABILITY=default $(PY) -m shamsul_utils.replicate --profile $(PROFILE) --seeds 0 1 2 --tag kernels
+	ATEN_CPU_CAPABILITY=default $(isa_default) $(PY) -m shamsul_utils.replicate --profile $(PROFILE) --seeds 0 1 2 --tag kernels
 
 smoke: setup ## run the whole chain on the tiny smoke profile (a few minutes)
 	$(PY) -m shamsul_utils.chain --profile smoke

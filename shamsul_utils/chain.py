@@ -130,10 +130,11 @@ def run_chain(profile_name: str, *, start: str | None = None, only: Sequence[str
 
 def run_folders(profile) -> list[Path]:
     """The run folder of a profile and those of the runs its chain derives from it: the extra
-    training seeds' ``<name>-seed<k>`` and the shortcut experiment's ``<name>-shortcut`` (written
+    training seeds' ``<name>-seed<k>`` and the shortcut experiment's ``<name>-shortcut`` and
+    ``<name>-shortcut-control`` (written
     only by this profile's chain, under its lock)."""
     main = profile.paths.run
-    pattern = re.compile(rf"{re.escape(profile.name)}-(?:seed\d+|shortcut)")
+    pattern = re.compile(rf"{re.escape(profile.name)}-(?:seed\d+|shortcut|shortcut-control)")
     derived = sorted(path for path in main.parent.glob(f"{profile.name}-*")
                      if path.is_dir() and pattern.fullmatch(path.name))
     return [main, *derived]

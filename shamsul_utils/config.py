@@ -150,6 +150,9 @@ class EvaluationConfig:
     faithfulness_steps: int = 20
     faithfulness_images: int = 24
     medical_classes: tuple[str, ...] = ("Lung Opacity", "Support Devices")
+    # validation images the main model's maps are explained on to tune CheXlocalize's per-class thresholds and
+    # probability cutoffs (notebook 07's tuned secondary analyses); 0 leaves those analyses out
+    tuning_images: int = 20
 
 
 @dataclass(frozen=True)
@@ -158,7 +161,8 @@ class ShortcutConfig:
 
     The drain is drawn with probability ``train_with`` on images positive for ``finding`` and
     ``train_without`` on the others in train, valid and the *confounded* test split; the *clean*
-    test split (the same patients) uses ``test_with`` / ``test_without``.
+    test split (the same patients) uses ``test_with`` / ``test_without``. A control model is trained
+    on the same number of images with drains independent of the finding (:mod:`shamsul_utils.shortcut`).
     """
 
     finding: str = "Pneumothorax"
@@ -166,9 +170,9 @@ class ShortcutConfig:
     train_without: float = 0.05
     test_with: float = 0.0
     test_without: float = 0.0
-    sizes: dict[str, int] = field(default_factory=lambda: {"train": 1500, "valid": 300, "test": 300})
+    sizes: dict[str, int] = field(default_factory=lambda: {"train": 1000, "valid": 200, "test": 600})
     epochs: int = 0  # 0: the base profile's training.epochs
-    explain_images: int = 12  # positive, drain-bearing test images explained by every method
+    explain_images: int = 24  # positive, drain-bearing, predicted test images explained under both models
 
 
 @dataclass(frozen=True)
@@ -395,6 +399,8 @@ def _check_ranges(profile: Profile, where: str) -> None:
          "at least 1"),
         ("evaluation.faithfulness_images", evaluation.faithfulness_images, evaluation.faithfulness_images >= 0,
          "0 or more"),
+        ("evaluation.tuning_images", evaluation.tuning_images, 0 <= evaluation.tuning_images <= 1_000_000,
+         "0 to 1000000"),
         ("evaluation.medical_classes", list(evaluation.medical_classes),
          set(evaluation.medical_classes) <= set(LOCALIZED_CLASSES), "CheXlocalize's localised classes"),
     ]

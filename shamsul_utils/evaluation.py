@@ -32,13 +32,14 @@ import torch
 from . import metrics, scoring
 from .datasets import describe_sizes
 from .labels import LOCALIZED_CLASSES
+from .metrics.localisation import IOU_METRICS, LOCALISATION_METRICS
 from .models import model_device
 from .segmentation import heatmap_to_mask
 from .study import ExplanationSet, localised_indices
 
 __all__ = ["Localisation", "score_method", "per_pair_table", "summary_table", "overall_table", "lrp_variants_table",
            "ranking_table", "by_label_count_table", "faithfulness_table", "sanity_table", "class_mean",
-           "sanity_analysis", "significance_instances", "shared_instance"]
+           "sanity_analysis", "tune_on_validation", "tuned_settings", "secondary_analyses"]
 
 
 @dataclass
@@ -55,27 +56,50 @@ class Localisation:
     sizes: list  # (H, W) per image: the original size every score was computed at
     signed: str = "positive"
     probabilities: np.ndarray | None = None  # [N, 10] when a probability cutoff applied
-    probability_cutoff: float | None = None
+    probability_cutoff: float | np.ndarray | None = None  # one for every class or [10]
+    thresholds: np.ndarray | None = None  # [10] fixed thresholds (NaN: Otsu); None: Otsu everywhere
 
     def selected_iou(self, variant: str) -> np.ndarray:
         return metrics.select_iou(self.iou, self.gt_present, self.pred_present, variant=variant)
+
+    def values(self, metric: str) -> np.ndarray:
+        """``[N, 10]`` values of a metric (:data:`~shamsul_utils.metrics.localisation.LOCALISATION_METRICS`
+        or ``"miou_union"``), NaN where undefined: the one place a metric name becomes numbers."""
+        if metric in IOU_METRICS:
+            return self.selected_iou(IOU_METRICS[metric])
+        if metric == "hit_rate":
+            return self.hits
+        if metric == "hit_rate_ties":
+            return self.hits_tie_aware
+        raise ValueError(f"unknown localisation metric {metric!r}; expected one of "
+                         f"{', '.join([*LOCALISATION_METRICS, *IOU_METRICS])}")
 
     def segmentation(self, row: int, column: int) -> np.ndarray:
         """The scored segmentation of one image and localised class, bool ``(H, W)`` at the image's
         original size (recomputed by the plain route, so that no cohort of masks is kept)."""
         probability = None if self.probabilities is None else self.probabilities[row, column]
+        cutoff = self.probability_cutoff
+        if cutoff is not None and np.ndim(cutoff):
+            cutoff = np.asarray(cutoff)[column]
+        threshold = "otsu" if self.thresholds is None or np.isnan(self.thresholds[column]) else self.thresholds[column]
         return heatmap_to_mask(self.maps[row, column], output_size=self.sizes[row], signed=self.signed,
-                               probability=probability, probability_cutoff=self.probability_cutoff)
+                               probability=probability, probability_cutoff=cutoff, threshold=threshold)
 
 
 def score_method(method: str, explanation: ExplanationSet, heatmaps: np.ndarray, *, signed: str = "positive",
-                 probability_cutoff: float | None = None) -> Localisation:
+                 probability_cutoff: float | np.ndarray | None = None,
+                 thresholds: np.ndarray | None = None) -> Localisation:
     """Segment and score one method's heatmaps ``[N, 14, h, w]`` against the expert masks, one image
-    at a time at its original size (:func:`shamsul_utils.scoring.score_images`)."""
+    at a time at its original size (:func:`shamsul_utils.scoring.score_images`).
+
+    ``probability_cutoff`` (one value or one per localised class) empties a segmentation where the
+    model's probability is below it; ``thresholds`` ``[10]`` replace Otsu by fixed thresholds on the
+    normalised map (NaN: Otsu for that class). Both as CheXlocalize tunes them on validation
+    (:func:`tune_on_validation`)."""
     maps = heatmaps[:, localised_indices()]
     probabilities = explanation.probabilities[:, localised_indices()] if probability_cutoff is not None else None
     scores = scoring.score_images(maps, explanation.masks, signed=signed, probabilities=probabilities,
-                                  probability_cutoff=probability_cutoff)
+                                  probability_cutoff=probability_cutoff, thresholds=thresholds)
     # a class the model does not predict (NaN probabilities) is not scored: no pair of it counts
     missing = np.isnan(explanation.probabilities[:, localised_indices()]).all(axis=0) if len(explanation) else []
     if np.any(missing):
@@ -85,7 +109,8 @@ def score_method(method: str, explanation: ExplanationSet, heatmaps: np.ndarray,
     return Localisation(method=method, iou=scores.iou, gt_present=scores.gt_present,
                         pred_present=scores.pred_present, hits=scores.hits, hits_tie_aware=scores.hits_tie_aware,
                         maps=maps, sizes=list(explanation.masks.sizes), signed=signed,
-                        probabilities=probabilities, probability_cutoff=probability_cutoff)
+                        probabilities=probabilities, probability_cutoff=probability_cutoff,
+                        thresholds=None if thresholds is None else np.asarray(thresholds, dtype=float))
 
 
 def class_mean(values: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -126,8 +151,8 @@ def summary_table(scores: dict[str, Localisation], explanation: ExplanationSet, 
     chance_estimate = metrics.bootstrap_ci(chance, n_resamples=1, seed=seed)[0]
     for method, score in scores.items():
         parts = {}
-        for variant, label in (("true_positive", "miou_tp"), ("all", "miou_all")):
-            values = score.selected_iou(variant)
+        for label in ("miou_tp", "miou_all"):
+            values = score.values(label)
             estimate, low, high = metrics.bootstrap_ci(values, n_resamples=n_resamples, seed=seed)
             parts |= {label: estimate, f"{label}_low": low, f"{label}_high": high,
                       f"n_{label.split('_')[1]}": (~np.isnan(values)).sum(0)}
@@ -145,10 +170,8 @@ def overall_table(scores: dict[str, Localisation], *, n_resamples: int = 1000, s
     rows = []
     for method, score in scores.items():
         row = {"method": method, "scored_at": "original size: " + describe_sizes(score.sizes)}
-        for label, values in (("miou_tp", score.selected_iou("true_positive")),
-                              ("miou_all", score.selected_iou("all")), ("miou_union", score.selected_iou("union")),
-                              ("hit_rate", score.hits),
-                              ("hit_rate_ties", score.hits_tie_aware)):
+        for label in ("miou_tp", "miou_all", "miou_union", "hit_rate", "hit_rate_ties"):
+            values = score.values(label)
             estimate, low, high = metrics.bootstrap_ci(values, statistic=class_mean, n_resamples=n_resamples, seed=seed)
             row |= {label: float(estimate), f"{label}_low": float(low), f"{label}_high": float(high)}
         rows.append(row)
@@ -159,9 +182,8 @@ def ranking_table(scores: dict[str, Localisation], *, n_resamples: int = 1000, s
     """Paired bootstrap differences between every two methods (full-set mIoU and hit rate)."""
     rows = []
     for first, second in combinations(scores, 2):
-        for label, getter in (("miou_all", lambda score: score.selected_iou("all")),
-                              ("hit_rate", lambda score: score.hits)):
-            result = metrics.paired_bootstrap_difference(getter(scores[first]), getter(scores[second]),
+        for label in ("miou_all", "hit_rate"):
+            result = metrics.paired_bootstrap_difference(scores[first].values(label), scores[second].values(label),
                                                          statistic=class_mean, n_resamples=n_resamples, seed=seed)
             rows.append({"metric": label, "method_a": first, "method_b": second,
                          "difference": float(result.difference), "low": float(result.low),
@@ -274,42 +296,90 @@ def sanity_analysis(profile, model: torch.nn.Module, randomised: torch.nn.Module
     return pd.concat(tables, ignore_index=True)
 
 
-def significance_instances(scores: dict[str, Localisation], explanation: ExplanationSet,
-                           class_name: str) -> dict[str, list[tuple[int, str]]]:
-    """Per method: the best-IoU, the highest-probability and a multi-label instance of a class.
+# ------------------------------------------------------------------------------ tuned on validation
 
-    Only images whose expert mask of the class is non-empty are candidates. The multi-label
-    instance is the multi-label candidate with the median IoU (a typical case, not the best).
+def tune_on_validation(profile, model: torch.nn.Module, *, signed: str = "raw", progress: bool = False) -> pd.DataFrame:
+    """CheXlocalize's two tuned segmentation settings, per method and localised class, from the
+    main model's maps of ``evaluation.tuning_images`` validation images.
+
+    * ``threshold``: the fixed threshold on the normalised map that maximises the true-positive
+      mIoU over CheXlocalize's grid 0.2-0.8 (its ``tune_heatmap_threshold.py``);
+    * ``probability_cutoff``: the probability below which an Otsu segmentation is emptied that
+      maximises CheXlocalize's full-data mIoU over 0.0-0.8 (its ``tune_probability_threshold.py``;
+      :func:`shamsul_utils.metrics.tuning.tune_probability_cutoffs`).
+
+    The rule is fixed before any test score is computed, and only validation images enter it.
+    Deviation: the three models of the study are scored on test with the main model's values (one
+    set of validation maps instead of three). A class without validation pairs keeps Otsu and no
+    cutoff (NaN). Also written in CheXlocalize's CSV layouts, ``tables/tuning/<method>_thresholds.csv``
+    and ``<method>_probability_cutoffs.csv``, which the score CLI reads.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``method, class, threshold, threshold_miou, probability_cutoff, cutoff_miou, pairs`` (validation
+        pairs with an expert mask).
     """
-    from .labels import CLASSES
+    from . import study
+    from .metrics import tuning
 
-    column = LOCALIZED_CLASSES.index(class_name)
-    probability = explanation.probabilities[:, CLASSES.index(class_name)]
-    result = {}
-    for method, score in scores.items():
-        candidates = np.flatnonzero(score.gt_present[:, column])
-        if not len(candidates):
-            result[method] = []
-            continue
-        values = np.nan_to_num(score.iou[candidates, column])
-        chosen = [(int(candidates[values.argmax()]), "best IoU"),
-                  (int(candidates[probability[candidates].argmax()]), "highest probability")]
-        multi = candidates[explanation.positive_findings[candidates] > 1]
-        if len(multi):
-            multi_values = np.nan_to_num(score.iou[multi, column])
-            chosen.append((int(multi[np.argsort(multi_values)[len(multi) // 2]]), "multi-label"))
-        result[method] = chosen
+    explanation = study.explanation_set(profile, "valid", profile.evaluation.tuning_images)
+    present = explanation.masks.present
+    probabilities = explanation.probabilities[:, localised_indices()]
+    folder = profile.paths.tables / "tuning"
+    rows = []
+    for name, method in study.METHODS.items():
+        maps = study.explain_cached(profile, model, explanation, method, progress=progress)
+        thresholds, threshold_miou = tuning.tune_thresholds(maps[:, localised_indices()], explanation.masks,
+                                                           signed=signed)
+        otsu = score_method(name, explanation, maps, signed=signed)
+        union = metrics.select_iou(otsu.iou, otsu.gt_present, otsu.pred_present, variant="union")
+        cutoffs, cutoff_miou = tuning.tune_probability_cutoffs(union, otsu.gt_present, probabilities)
+        tuning.write_thresholds(folder / f"{method}_thresholds.csv",
+                                dict(zip(LOCALIZED_CLASSES, thresholds, strict=True)))
+        tuning.write_probability_cutoffs(folder / f"{method}_probability_cutoffs.csv", cutoff_miou)
+        for column, class_name in enumerate(LOCALIZED_CLASSES):
+            best_threshold = np.nanmax(threshold_miou[:, column]) if np.isfinite(thresholds[column]) else np.nan
+            best_cutoff = np.nanmax(cutoff_miou[:, column]) if np.isfinite(cutoffs[column]) else np.nan
+            rows.append({"method": name, "class": class_name, "threshold": thresholds[column],
+                         "threshold_miou": best_threshold, "probability_cutoff": cutoffs[column],
+                         "cutoff_miou": best_cutoff, "pairs": int(present[:, column].sum())})
+    return pd.DataFrame(rows)
+
+
+def tuned_settings(table: pd.DataFrame) -> dict[str, dict[str, dict]]:
+    """:func:`tune_on_validation`'s table as the ``tuned`` arguments of
+    :func:`shamsul_utils.seeds.score_seeds`: ``{"thresholds": {method: {"thresholds": [10]}},
+    "probability cutoffs": {method: {"probability_cutoff": [10]}}}`` (a class without a tuned cutoff
+    keeps every segmentation: cutoff 0)."""
+    result: dict[str, dict[str, dict]] = {"thresholds": {}, "probability cutoffs": {}}
+    for method, group in table.groupby("method", sort=False):
+        ordered = group.set_index("class").loc[list(LOCALIZED_CLASSES)]
+        result["thresholds"][method] = {"thresholds": ordered["threshold"].to_numpy(float)}
+        result["probability cutoffs"][method] = {
+            "probability_cutoff": np.nan_to_num(ordered["probability_cutoff"].to_numpy(float), nan=0.0)}
     return result
 
 
-def shared_instance(scores: dict[str, Localisation], explanation: ExplanationSet, class_name: str) -> int | None:
-    """One image for the all-methods grid: the most probable multi-label positive of the class
-    (a single-label one when there is none)."""
-    from .labels import CLASSES
+def secondary_analyses(profile, model: torch.nn.Module) -> tuple[dict[str, dict], pd.DataFrame | None]:
+    """Notebook 07's labelled secondary analyses, declared here before any test score is computed:
+    ``{name: keyword arguments of seeds.score_seeds}`` and the validation tuning table (None when
+    ``evaluation.tuning_images`` is 0, which leaves the two tuned analyses out).
 
-    column = LOCALIZED_CLASSES.index(class_name)
-    present = next(iter(scores.values())).gt_present[:, column]
-    probability = np.where(present, explanation.probabilities[:, CLASSES.index(class_name)], -1)
-    multi = np.where(explanation.positive_findings > 1, probability, -1)
-    best = multi if multi.max() >= 0 else probability
-    return int(best.argmax()) if best.max() >= 0 else None
+    * maps clipped at zero before min-max;
+    * LRP's ``explain.lrp_secondary`` composite in place of the epsilon rule;
+    * per-class thresholds tuned on validation in place of Otsu (CheXlocalize);
+    * per-class probability cutoffs tuned on validation (CheXlocalize's; a segmentation is emptied
+      where the model's probability is below its class's cutoff).
+    """
+    signed = profile.evaluation.signed
+    analyses: dict[str, dict] = {"maps clipped at zero": {"signed": "positive"},
+                                 f"LRP {profile.explain.lrp_secondary}": {"signed": signed,
+                                                                          "lrp_rule": profile.explain.lrp_secondary}}
+    if not profile.evaluation.tuning_images:
+        return analyses, None
+    table = tune_on_validation(profile, model, signed=signed)
+    tuned = tuned_settings(table)
+    analyses["thresholds tuned on validation"] = {"signed": signed, "tuned": tuned["thresholds"]}
+    analyses["probability cutoffs tuned on validation"] = {"signed": signed, "tuned": tuned["probability cutoffs"]}
+    return analyses, table

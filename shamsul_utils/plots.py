@@ -639,7 +639,7 @@ def _display_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def significance_figure(explanation, scores: dict, heatmaps: dict, instances: dict, class_name: str, *,
                         title: str = ""):
-    """Rows: methods; columns: best-IoU, highest-probability, multi-label instance.
+    """Rows: methods; columns: the instances given per method (notebook 08: images drawn by a stated rule).
 
     Expert mask outlined in blue, the method's segmentation in red; IoU and probability in the caption.
     """
@@ -701,7 +701,7 @@ def shortcut_auroc_figure(aurocs, predictions, finding: str, *, title: str = "")
     """AUROC per model on the confounded and clean tests (95 % CI), and each patient's probability in both."""
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [1, 1.2]})
-    models = list(dict.fromkeys(aurocs["model"]))
+    models = list(dict.fromkeys(aurocs.loc[aurocs["test"] != "drop", "model"]))
     colours = {"confounded": SHORTCUT_REGION_COLOURS["confounder"], "clean": "#555555"}
     for offset, test in ((-0.12, "confounded"), (0.12, "clean")):
         part = aurocs[aurocs["test"] == test].set_index("model").loc[models]
@@ -736,17 +736,18 @@ def shortcut_auroc_figure(aurocs, predictions, finding: str, *, title: str = "")
 
 
 def shortcut_shares_figure(summary, *, title: str = ""):
-    """Per method: share of positive attribution mass and enrichment (mass / area) per region, 95 % CIs."""
+    """Per method (and model: ``summary["label"]``): share of positive attribution mass and enrichment
+    (mass / area) per region, 95 % CIs."""
     import matplotlib.ticker
 
-    methods = list(dict.fromkeys(summary["method"]))
+    methods = list(dict.fromkeys(summary["label"]))
     regions = [region for region in SHORTCUT_REGION_COLOURS if region != "rest"]
     figure, axes = plt.subplots(1, 2, figsize=(max(10, 2.2 * len(methods)), 3.8))
     width = 0.8 / len(regions)
     for axis, quantity, label in ((axes[0], "mass", "share of positive attribution mass"),
                                   (axes[1], "enrichment", "enrichment = mass share / area share")):
         for index, region in enumerate(regions):
-            part = summary[summary["region"] == region].set_index("method").loc[methods]
+            part = summary[summary["region"] == region].set_index("label").loc[methods]
             x = np.arange(len(methods)) + (index - (len(regions) - 1) / 2) * width
             axis.bar(x, part[quantity], width, color=SHORTCUT_REGION_COLOURS[region], label=region,
                      yerr=[np.clip(part[quantity] - part[f"{quantity}_low"], 0, None),
@@ -762,7 +763,7 @@ def shortcut_shares_figure(summary, *, title: str = ""):
             axis.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     axes[0].legend(fontsize=8)
     n = int(summary["images"].iloc[0]) if len(summary) else 0
-    figure.suptitle(title or f"Where the attribution mass falls: drain vs lesion ({n} positive images with a drain, 95 % CI)")
+    figure.suptitle(title or f"Where the attribution mass falls, shortcut vs control model ({n} images, 95 % CI)")
     figure.tight_layout()
     return figure
 

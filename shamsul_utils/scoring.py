@@ -47,7 +47,7 @@ class ImageScores:
 
 
 def score_image(heatmaps, truth, *, signed: str = "positive", probabilities=None,
-                probability_cutoff=None, keep_segmentations: bool = False):
+                probability_cutoff=None, thresholds=None, keep_segmentations: bool = False):
     """Segment and score one image's maps against its expert masks, at the masks' size.
 
     Parameters
@@ -61,6 +61,9 @@ def score_image(heatmaps, truth, *, signed: str = "positive", probabilities=None
     probabilities, probability_cutoff : array-like (C,) and scalar or (C,), optional
         Where ``probability < cutoff`` the segmentation is empty (CheXlocalize's probability
         threshold); the pointing game does not depend on it.
+    thresholds : array-like (C,), optional
+        Per-class fixed thresholds on the normalised map (tuned on validation,
+        :mod:`shamsul_utils.metrics.tuning`); NaN or None: Otsu.
     keep_segmentations : bool
         Also return the segmentations ``[C, H, W]``.
 
@@ -75,6 +78,7 @@ def score_image(heatmaps, truth, *, signed: str = "positive", probabilities=None
     if maps.ndim != 3 or truth.ndim != 3 or len(maps) != len(truth):
         raise ValueError(f"heatmaps (C, h, w) and truth (C, H, W) need the same C; got {maps.shape}, {truth.shape}")
     count, size = len(maps), truth.shape[-2:]
+    fixed = np.full(count, np.nan) if thresholds is None else np.broadcast_to(np.asarray(thresholds, float), (count,))
     empty = np.zeros(count, dtype=bool)
     if probabilities is not None:
         cutoff = 0.0 if probability_cutoff is None else probability_cutoff
@@ -97,7 +101,7 @@ def score_image(heatmaps, truth, *, signed: str = "positive", probabilities=None
             flat_expert = expert.ravel()
             first = float(flat_expert[np.argmax(maximal)])
             fraction = np.count_nonzero(maximal & flat_expert) / np.count_nonzero(maximal)
-            segmentation = segment_resized_map(resized, signed=signed)
+            segmentation = segment_resized_map(resized, signed=signed, threshold=float(fixed[index]))
         if empty[index]:
             segmentation = np.zeros(size, dtype=bool)
         predicted_pixels = np.count_nonzero(segmentation)
@@ -115,7 +119,7 @@ def score_image(heatmaps, truth, *, signed: str = "positive", probabilities=None
 
 
 def score_images(heatmaps, masks: Sequence, *, signed: str = "positive", probabilities=None,
-                 probability_cutoff=None) -> ImageScores:
+                 probability_cutoff=None, thresholds=None) -> ImageScores:
     """:func:`score_image` for every image: ``heatmaps[n]`` (C, h, w) against ``masks[n]`` (C, H_n, W_n).
 
     ``masks`` is anything indexable by image that returns one image's masks, e.g.
@@ -127,7 +131,7 @@ def score_images(heatmaps, masks: Sequence, *, signed: str = "positive", probabi
         raise ValueError(f"{len(heatmaps)} heatmap sets for {count} mask sets")
     rows = [score_image(heatmaps[n], masks[n], signed=signed,
                         probabilities=None if probabilities is None else np.asarray(probabilities)[n],
-                        probability_cutoff=probability_cutoff)
+                        probability_cutoff=probability_cutoff, thresholds=thresholds)
             for n in range(count)]
     if not rows:
         empty = np.zeros((0, 0))

@@ -23,6 +23,7 @@ import pandas as pd
 
 from . import claims, metrics, study, training
 from .config import Profile
+from .metrics.localisation import LOCALISATION_METRICS
 
 __all__ = ["seed_profile", "model_profile", "seed_profiles", "train_extra_seeds", "explain_extra_seeds", "explained_rows",
            "score_seeds", "score_models", "common_rows", "family_scores", "seed_probabilities", "across_seeds_table", "seed_ranking_per_seed",
@@ -132,19 +133,12 @@ def explain_extra_seeds(profile: Profile, method: str, *, rule: str | None = Non
 
 # ------------------------------------------------------------------------- scores across seeds
 
-METRICS: dict[str, str] = dict(claims.METRIC_NAMES)  # the one spelling of the metrics, claims.METRIC_NAMES
-
-
-def _values(score, metric: str) -> np.ndarray:
-    if metric == "miou_all":
-        return score.selected_iou("all")
-    if metric == "miou_tp":
-        return score.selected_iou("true_positive")
-    return score.hits if metric == "hit_rate" else score.hits_tie_aware
+METRICS: dict[str, str] = LOCALISATION_METRICS  # the one spelling, metrics.localisation.LOCALISATION_METRICS
 
 
 def score_seeds(profile: Profile, *, signed: str = "raw", lrp_rule: str | None = None,
-                probability_cutoff: float | None = None) -> dict[int, dict[str, tuple[np.ndarray, object]]]:
+                probability_cutoff: float | None = None,
+                tuned: dict[str, dict] | None = None) -> dict[int, dict[str, tuple[np.ndarray, object]]]:
     """Segment and score every model's cached heatmaps: ``{seed: {method: (rows, Localisation)}}``.
 
     ``rows`` are the explanation-set rows a method explained under *every* model (all of them,
@@ -152,14 +146,17 @@ def score_seeds(profile: Profile, *, signed: str = "raw", lrp_rule: str | None =
     compared across seeds on the same images. ``signed`` and ``lrp_rule`` (default: the profile's
     ``explain.lrp_rule``) choose the analysis: the primary one is the paper's (``"raw"``, epsilon).
     ``probability_cutoff`` empties the segmentation where the model's probability is below it
-    (CheXlocalize's probability threshold; the pointing game does not depend on it).
+    (CheXlocalize's probability threshold; the pointing game does not depend on it). ``tuned``
+    gives per method the settings tuned on validation, ``{method: {"thresholds": [10]}}`` or
+    ``{method: {"probability_cutoff": [10]}}`` (:func:`shamsul_utils.evaluation.tuned_settings`).
     """
     return score_models(profile, seed_profiles(profile), signed=signed, lrp_rule=lrp_rule,
-                        probability_cutoff=probability_cutoff)
+                        probability_cutoff=probability_cutoff, tuned=tuned)
 
 
 def score_models(profile: Profile, variants: list[Profile], *, signed: str = "raw", lrp_rule: str | None = None,
-                 probability_cutoff: float | None = None) -> dict[int, dict[str, tuple[np.ndarray, object]]]:
+                 probability_cutoff: float | None = None,
+                 tuned: dict[str, dict] | None = None) -> dict[int, dict[str, tuple[np.ndarray, object]]]:
     """:func:`score_seeds` for the given model profiles (``variants``, e.g. held-out seeds' models,
     :mod:`shamsul_utils.replicate`), each explained on ``profile``'s explanation set."""
     from .evaluation import score_method
@@ -175,8 +172,8 @@ def score_models(profile: Profile, variants: list[Profile], *, signed: str = "ra
             rows = explained_rows(profile, method, len(explanation), main=not profile.training.extra_seeds)
             # the rule applies to the method that has rules (Method.options ignores it for the others)
             maps = study.load_heatmaps(variant, model, explanation, method, rows=rows, rule=lrp_rule)
-            by_method[name] = (rows, score_method(name, explanation.subset(rows), maps, signed=signed,
-                                                  probability_cutoff=probability_cutoff))
+            settings = {"probability_cutoff": probability_cutoff} | (tuned or {}).get(name, {})
+            by_method[name] = (rows, score_method(name, explanation.subset(rows), maps, signed=signed, **settings))
         result[variant.training_seed] = by_method
     return result
 
@@ -186,7 +183,7 @@ def _stacked(scores: dict, method: str, metric: str, rows: np.ndarray | None = N
     arrays = []
     for by_method in scores.values():
         own_rows, score = by_method[method]
-        values = _values(score, metric)
+        values = score.values(metric)
         if rows is not None:
             values = values[np.searchsorted(own_rows, rows)]
         arrays.append(values)

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-__all__ = ["heatmap_to_mask", "normalise_heatmaps", "otsu_thresholds", "tune_thresholds", "segment_resized_map",
+__all__ = ["heatmap_to_mask", "normalise_heatmaps", "otsu_thresholds", "segment_resized_map",
            "fill_holes", "drop_isolated_pixels"]
 
 _SIGNED = ("positive", "absolute", "raw")
@@ -218,7 +218,7 @@ def heatmap_to_mask(
         of different sizes call once per image.
     threshold : "otsu", float in [0, 1], or array broadcastable to the leading shape
         ``"otsu"`` (CheXlocalize's default) or a fixed threshold on the normalised map (e.g. the
-        per-class values of :func:`tune_thresholds`, shape (C,)); NaN entries mean Otsu, as in
+        per-class values of :func:`shamsul_utils.metrics.tuning.tune_thresholds`, shape (C,)); NaN entries mean Otsu, as in
         CheXlocalize's ``cam_to_segmentation(threshold=np.nan)``.
     signed : {"positive", "absolute", "raw"}
         How negative relevance (LRP, LIME, SHAP) is treated before min-max. ``"positive"``
@@ -314,68 +314,6 @@ def heatmap_to_mask(
     return masks.reshape(*leading, out_h, out_w)
 
 
-def tune_thresholds(
-    heatmaps,
-    gt_masks,
-    *,
-    thresholds=None,
-    signed: str = "positive",
-    variant: str = "true_positive",
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class fixed thresholds that maximise mIoU (CheXlocalize's ``tune_heatmap_threshold.py``).
-
-    Parameters
-    ----------
-    heatmaps : array-like, shape (N, C, h, w)
-    gt_masks : array-like of bool, shape (N, C, H, W)
-        Ground truth; heatmaps are resized to (H, W).
-    thresholds : sequence of float, optional
-        Candidates; default CheXlocalize's ``np.arange(0.2, .8, .1)``, which by floating-point
-        rounding has 7 values, 0.2, 0.3, ..., 0.7 and 0.8000000000000003 (CheXlocalize writes the
-        winner rounded to one decimal).
-    signed : see :func:`heatmap_to_mask`
-    variant : {"true_positive", "all", "union"}
-        Which images enter the mean IoU (see :func:`shamsul_utils.metrics.select_iou`);
-        CheXlocalize tunes on the true-positive slice.
-
-    Returns
-    -------
-    best : ndarray, shape (C,)
-        The first threshold with the highest mIoU per class (NaN if no threshold gives any IoU).
-    miou : ndarray, shape (T, C)
-        mIoU of every candidate.
-
-    Notes
-    -----
-    The true-positive slice rewards thresholds that leave weak maps empty: their images drop out
-    of the mean. Report the ``"all"`` variant alongside. Tune on validation images only.
-    """
-    from .metrics import iou, select_iou  # local import: metrics imports this module
-
-    thresholds = np.arange(0.2, 0.8, 0.1) if thresholds is None else np.asarray(thresholds, dtype=float)
-    gt = np.asarray(gt_masks, dtype=bool)
-    maps, leading = _as_maps(heatmaps)
-    if len(leading) != 2 or gt.shape[:2] != leading:
-        raise ValueError(f"heatmaps {leading} and gt_masks {gt.shape[:2]} need the same (N, C)")
-    gt_flat = gt.reshape(-1, *gt.shape[-2:])
-    scores = np.full((len(thresholds), maps.shape[0]), np.nan)
-    for where, normalised, usable, _ in _chunks(maps, gt.shape[-2:], signed):
-        truth = gt_flat[where]
-        for index, value in enumerate(thresholds):
-            predicted = (normalised > value) & usable[:, None, None]
-            scores[index, where] = select_iou(
-                iou(predicted, truth), truth.any(axis=(-2, -1)), predicted.any(axis=(-2, -1)), variant=variant
-            )
-    per_class = scores.reshape(len(thresholds), *leading)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        miou = np.nanmean(per_class, axis=1)
-    filled = np.where(np.isnan(miou), -np.inf, miou)
-    best = thresholds[np.argmax(filled, axis=0)].astype(float)
-    best[np.isnan(miou).all(axis=0)] = np.nan
-    return best, miou
-
-
 # --------------------------------------------------------------------------- one large map at a time
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """Fill the holes of one 2-D mask in place: ``scipy.ndimage.binary_fill_holes`` (4-connected
@@ -426,9 +364,10 @@ def drop_isolated_pixels(mask: np.ndarray) -> np.ndarray:
     return mask
 
 
-def segment_resized_map(resized: torch.Tensor, *, signed: str = "positive") -> np.ndarray:
-    """Otsu segmentation of one map already resized to the original image size, as
-    :func:`heatmap_to_mask` (Otsu mode, filling and isolated-pixel removal) computes it.
+def segment_resized_map(resized: torch.Tensor, *, signed: str = "positive", threshold: float | None = None) -> np.ndarray:
+    """Segmentation of one map already resized to the original image size, as :func:`heatmap_to_mask`
+    computes it: Otsu (with filling and isolated-pixel removal), or a fixed ``threshold`` on the
+    normalised map (no filling, as there).
 
     Parameters
     ----------
@@ -436,12 +375,15 @@ def segment_resized_map(resized: torch.Tensor, *, signed: str = "positive") -> n
         Overwritten (the sign step and the normalisation run in place, to keep one copy of a
         2320 x 2828 map in memory).
     signed : see :func:`heatmap_to_mask`
+    threshold : float in [0, 1], optional
+        None or NaN: Otsu (CheXlocalize's default); a number: ``normalised > threshold``, compared in
+        float64 as :func:`heatmap_to_mask` and CheXlocalize do (a tuned per-class threshold).
 
     Returns
     -------
     ndarray of bool, shape (H, W)
-        Identical to ``heatmap_to_mask(map, output_size=(H, W), signed=signed)`` for the map
-        ``resized`` came from (tested): the same float32 operations in the same order, the
+        Identical to ``heatmap_to_mask(map, output_size=(H, W), signed=signed, threshold=...)`` for
+        the map ``resized`` came from (tested): the same float32 operations in the same order, the
         histogram counted by torch, holes filled by :func:`fill_holes`.
     """
     _check_signed(signed)
@@ -453,8 +395,14 @@ def segment_resized_map(resized: torch.Tensor, *, signed: str = "positive") -> n
     spread = high - low
     if not spread > 0:
         return np.zeros(resized.shape, dtype=bool)
-    scaled = resized.sub_(low).div_(spread).mul_(255).to(torch.uint8)
+    normalised = resized.sub_(low).div_(spread)
+    if threshold is not None and not np.isnan(threshold):
+        if not 0 <= threshold <= 1:
+            raise ValueError(f"a fixed threshold must lie in [0, 1] (it applies to the min-max normalised map), "
+                             f"got {threshold}")
+        return normalised.numpy() > np.float64(threshold)
+    scaled = normalised.mul_(255).to(torch.uint8)
     histogram = torch.bincount(scaled.flatten(), minlength=256).numpy()
-    threshold = int(_otsu_from_histograms(histogram[None])[0])
-    mask = (scaled > threshold).numpy()
+    otsu = int(_otsu_from_histograms(histogram[None])[0])
+    mask = (scaled > otsu).numpy()
     return drop_isolated_pixels(fill_holes(mask))

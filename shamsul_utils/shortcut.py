@@ -3,16 +3,29 @@
 A phantom variant draws a **chest drain** (:attr:`~shamsul_utils.phantom.PhantomSettings.shortcut`)
 on most training images positive for one finding (Pneumothorax by default) and on few others:
 clinically, pneumothorax classifiers have been found to look at chest drains, the treatment of
-the finding rather than the finding (Oakden-Rayner et al. 2020). The same model as notebook 02 is
-trained on it, then scored on two test splits of **the same patients**:
+the finding rather than the finding (Oakden-Rayner et al. 2020). Two models are trained with the
+same recipe, seed and number of images on the same patients:
 
-* *confounded*: drains at the training rates;
-* *clean*: no drains (``shortcut.test_with`` / ``test_without``, 0 by default).
+* the **shortcut** model, on drains correlated with the finding (``shortcut.train_with`` /
+  ``train_without``);
+* the **control** model, on drains drawn at the same overall rate but independently of the
+  finding (:func:`control_rate`): it sees as many drains, which carry no information. The two
+  models differ only in the correlation, so any difference in what a method shows about the
+  drain is what the shortcut did.
 
-The phantom draws the drain from its own random stream, so the two splits are pixel-identical
-except for the drain: the AUROC drop from confounded to clean is what the shortcut was worth.
-Each explainer then explains the finding on positive, drain-bearing confounded test images, and
-we measure where its positive attribution mass falls (:func:`attribution_shares`).
+Both are scored on two test splits of **the same patients**: *confounded* (drains at the training
+rates) and *clean* (no drains). The phantom draws the drain from its own random stream, so the
+two splits are pixel-identical except for the drain; the shortcut's effect on AUROC is the
+shortcut model's drop (confounded minus clean) minus the control's, bootstrapped over the same
+resampled patients (:func:`auroc_table`).
+
+Every method then explains the finding under **both** models on the same images: positive,
+drain-bearing confounded test images that the shortcut model predicts positive at its operating
+threshold (Youden's J on its validation split, :func:`operating_threshold`). The verdict per method
+is the paired difference, shortcut model minus control model, of the share of positive attribution
+mass on the drain and of drain hits (the map's maximum on the drain), with bootstrap intervals over
+the images and Holm's correction over the methods (:func:`verdict_table`): a method *reveals the
+shortcut* only where the share difference is positive and holds after the correction.
 
 Regions are disjoint: ``confounder`` (drain, not lesion), ``lesion`` (lesion, not drain),
 ``overlap`` (both: the drain often runs through the pneumothorax rim) and ``rest``.
@@ -38,7 +51,6 @@ from . import datasets, metrics, study
 from .chexlocalize import decode_mask
 from .config import Profile, SplitConfig
 from .datasets import SplitData
-from .explainers.registry import REGISTRY
 from .labels import CLASSES, LOCALIZED_CLASSES
 from .metrics.bootstrap import interval_of, resample_indices
 from .metrics.classification import auroc_rows
@@ -52,18 +64,25 @@ __all__ = [
     "SHORTCUT_MODEL",
     "CONTROL_MODEL",
     "ShortcutSplit",
+    "MEASURES",
     "shortcut_profile",
     "clean_profile",
+    "control_rate",
+    "control_profile",
     "write_shortcut_data",
     "read_shortcut_data",
     "drain_rates",
+    "train_models",
     "trained_models",
     "predict_tests",
     "auroc_table",
+    "operating_threshold",
+    "youden_threshold",
     "explanation_rows",
     "explanation_subset",
     "explain_methods",
-    "control_heatmaps",
+    "predicted_probabilities",
+    "map_labels",
     "attribution_shares",
     "shares_for_methods",
     "share_summary",
@@ -75,7 +94,10 @@ CONFOUNDER = "Confounder"
 REGIONS: tuple[str, ...] = ("confounder", "lesion", "overlap", "rest")
 _SPLITS = ("train", "valid", "test")
 SHORTCUT_MODEL = "shortcut-trained"
-CONTROL_MODEL = "normal (notebook 02)"
+CONTROL_MODEL = "control-trained"
+# The verdict's measures (declared before the scores): attribution share on the drain (the verdict) and drain hits
+MEASURES: dict[str, str] = {"mass_confounder": "drain share of the positive attribution mass",
+                            "pointing_confounder": "drain hit rate (the map's maximum on the drain)"}
 
 
 # ----------------------------------------------------------------------------------- profiles
@@ -105,6 +127,39 @@ def shortcut_profile(profile: Profile) -> Profile:
     training = dataclasses.replace(profile.training, epochs=settings.epochs or profile.training.epochs)
     return dataclasses.replace(profile, name=f"{profile.name}-shortcut", data=data, training=training,
                                publish_figures=False)
+
+
+def control_rate(profile: Profile) -> float:
+    """The control's drain rate: the confounded training split's overall share of images with a drain.
+
+    The control phantom draws the drain with this probability on every image, positive or not, so
+    the control model sees as many drains as the shortcut model but none that predicts the finding.
+    Read from the confounded training split on disk (:func:`write_shortcut_data` writes it first),
+    rounded to 4 decimals.
+
+    Raises
+    ------
+    DataError
+        When the confounded data has not been generated.
+    """
+    split = _read(shortcut_profile(profile), "train", "train")
+    return round(float(split.has_drain.mean()), 4)
+
+
+def control_profile(profile: Profile, rate: float | None = None) -> Profile:
+    """The control model's profile: the shortcut phantom's patients (train and valid) with the drain
+    drawn at ``rate`` (:func:`control_rate` when None) whatever the finding; same recipe, seed and
+    sizes as :func:`shortcut_profile`. Named ``<profile>-shortcut-control``; it has no test split
+    (both models are tested on the shortcut run's confounded and clean tests).
+    """
+    derived = shortcut_profile(profile)
+    rate = control_rate(profile) if rate is None else float(rate)
+    phantom = dict(derived.data.phantom, shortcut=(profile.shortcut.finding, rate, rate))
+    sizes = {split: derived.data.sizes[split] for split in ("train", "valid")}
+    name = f"{profile.name}-shortcut-control"
+    data = dataclasses.replace(derived.data, root=str(profile.paths.run.parent / name / "data"), sizes=sizes,
+                               phantom=phantom)
+    return dataclasses.replace(derived, name=name, data=data)
 
 
 def clean_profile(profile: Profile) -> Profile:
@@ -153,13 +208,16 @@ class ShortcutSplit:
 
 
 def write_shortcut_data(profile: Profile, *, progress: bool = False) -> dict:
-    """Generate (or find cached) the confounded phantom and the clean test split of a base profile.
+    """Generate (or find cached) the confounded phantom, the clean test split and the control's
+    training data (:func:`control_profile`) of a base profile.
 
-    Returns ``{"confounded": summary, "clean": summary}`` with :func:`~shamsul_utils.phantom.write_dataset`'s
-    summaries (``skipped`` is true when the manifest matched and nothing was written).
+    Returns ``{"confounded": summary, "clean": summary, "control": summary}`` with
+    :func:`~shamsul_utils.phantom.write_dataset`'s summaries (``skipped`` is true when the manifest
+    matched and nothing was written).
     """
     summaries = {}
-    for key, derived in (("confounded", shortcut_profile(profile)), ("clean", clean_profile(profile))):
+    for key, make in (("confounded", shortcut_profile), ("clean", clean_profile), ("control", control_profile)):
+        derived = make(profile)
         summaries[key] = write_dataset(derived.data_root, sizes=derived.data.sizes, seed=derived.seed,
                                        settings=PhantomSettings(**derived.data.phantom), progress=progress)
     return summaries
@@ -174,15 +232,17 @@ def _read(profile: Profile, split: str, name: str) -> ShortcutSplit:
 
 
 def read_shortcut_data(profile: Profile) -> dict[str, ShortcutSplit]:
-    """The splits ``train``, ``valid``, ``confounded`` (test) and ``clean`` (test, same patients).
+    """The splits ``train``, ``valid``, ``control train``, ``control valid``, ``confounded`` (test)
+    and ``clean`` (test, same patients).
 
     Raises
     ------
     DataError
         When the two test splits do not hold the same patients (labels differ row by row).
     """
-    derived = shortcut_profile(profile)
+    derived, control = shortcut_profile(profile), control_profile(profile)
     splits = {name: _read(derived, name, name) for name in ("train", "valid")}
+    splits |= {f"control {name}": _read(control, name, f"control {name}") for name in ("train", "valid")}
     splits["confounded"] = _read(derived, "test", "confounded")
     splits["clean"] = _read(clean_profile(profile), "test", "clean")
     if not np.array_equal(splits["confounded"].split.labels, splits["clean"].split.labels):
@@ -205,14 +265,30 @@ def drain_rates(splits: dict[str, ShortcutSplit], finding: str) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------ models, AUROC
 
+def train_models(profile: Profile, *, progress: bool = False) -> pd.DataFrame:
+    """Train (or find cached) the shortcut and the control model: same recipe, seed and image count.
+
+    Returns one row per model: ``model``, ``training images``, ``selected epoch``, ``reused``,
+    ``seconds``, ``validation mean AUROC``.
+    """
+    from .training import train
+
+    rows = []
+    for name, derived in ((SHORTCUT_MODEL, shortcut_profile(profile)), (CONTROL_MODEL, control_profile(profile))):
+        result = train(derived, progress=progress)
+        rows.append({"model": name, "training images": derived.data.sizes["train"],
+                     "selected epoch": result.best_epoch, "reused": result.reused,
+                     "seconds": round(result.seconds, 1),
+                     "validation mean AUROC": float(result.history["valid_mean_auroc"].iloc[result.best_epoch - 1])})
+    return pd.DataFrame(rows)
+
+
 def trained_models(profile: Profile) -> dict[str, torch.nn.Module]:
-    """The shortcut-trained model, and as a control the normal run's model when notebook 02 has trained it."""
+    """The shortcut-trained and the control-trained model (:func:`train_models` trains them)."""
     from .models import load_trained_model
 
-    models = {SHORTCUT_MODEL: load_trained_model(shortcut_profile(profile))[0]}
-    if (profile.paths.checkpoints / "best.pt").is_file():
-        models[CONTROL_MODEL] = load_trained_model(profile)[0]
-    return models
+    return {SHORTCUT_MODEL: load_trained_model(shortcut_profile(profile))[0],
+            CONTROL_MODEL: load_trained_model(control_profile(profile))[0]}
 
 
 def predict_tests(models: dict[str, torch.nn.Module], splits: dict[str, ShortcutSplit], finding: str, *,
@@ -238,15 +314,20 @@ def predict_tests(models: dict[str, torch.nn.Module], splits: dict[str, Shortcut
     return pd.concat(tables, ignore_index=True)
 
 
+EFFECT = "shortcut minus control"
+
+
 def auroc_table(predictions: pd.DataFrame, *, n_resamples: int = 1000, seed: int = 0,
                 confidence: float = 0.95) -> pd.DataFrame:
-    """AUROC of each model on each test split with bootstrap CIs (``confidence``), and the paired drop.
+    """AUROC of each model on each test split with bootstrap CIs (``confidence``), the paired drop,
+    and the shortcut's effect: the shortcut model's drop minus the control model's.
 
-    The two tests hold the same patients, so the drop (confounded minus clean) is bootstrapped
-    with the same resampled patients for both. Returns columns ``model``, ``test``
-    (confounded / clean / drop), ``auroc``, ``low``, ``high``, ``positives``, ``images``.
+    The two tests hold the same patients and every model is scored on them, so every drop and the
+    effect are bootstrapped over the same resampled patients. Returns columns ``model`` (each model,
+    then :data:`EFFECT` when both models are present), ``test`` (confounded / clean / drop),
+    ``auroc``, ``low``, ``high``, ``positives``, ``images``.
     """
-    rows = []
+    rows, drops = [], {}
     for name, group in predictions.groupby("model", sort=False):
         by_test = {test: part.sort_values("row") for test, part in group.groupby("test")}
         labels = by_test["confounded"]["label"].to_numpy()
@@ -259,21 +340,79 @@ def auroc_table(predictions: pd.DataFrame, *, n_resamples: int = 1000, seed: int
             samples[test] = auroc_rows(labels[indices], scores[indices])
             rows.append({"model": name, "test": test, "auroc": estimate["auroc"].iloc[0],
                          "low": estimate["auroc_low"].iloc[0], "high": estimate["auroc_high"].iloc[0]})
-        drop = samples["confounded"] - samples["clean"]
-        low, high = interval_of(drop, confidence, "percentile")
+        drops[name] = samples["confounded"] - samples["clean"]
+        low, high = interval_of(drops[name], confidence, "percentile")
         rows.append({"model": name, "test": "drop", "auroc": rows[-2]["auroc"] - rows[-1]["auroc"],
                      "low": low, "high": high})
         for row in rows[-3:]:
             row |= {"positives": int(labels.sum()), "images": len(labels)}
+    if SHORTCUT_MODEL in drops and CONTROL_MODEL in drops:
+        by_model = {row["model"]: row for row in rows if row["test"] == "drop"}
+        low, high = interval_of(drops[SHORTCUT_MODEL] - drops[CONTROL_MODEL], confidence, "percentile")
+        rows.append({"model": EFFECT, "test": "drop",
+                     "auroc": by_model[SHORTCUT_MODEL]["auroc"] - by_model[CONTROL_MODEL]["auroc"], "low": low,
+                     "high": high, "positives": by_model[SHORTCUT_MODEL]["positives"],
+                     "images": by_model[SHORTCUT_MODEL]["images"]})
     return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------------- explanations
 
-def explanation_rows(split: ShortcutSplit, finding: str, count: int) -> np.ndarray:
-    """Rows of the confounded test split that are positive for ``finding`` and show a drain (first ``count``)."""
+def predicted_probabilities(predictions: pd.DataFrame, model: str = SHORTCUT_MODEL,
+                            test: str = "confounded") -> np.ndarray:
+    """One model's probabilities ``[N]`` on one test split of :func:`predict_tests`' table, in row order."""
+    part = predictions[(predictions["model"] == model) & (predictions["test"] == test)]
+    if part.empty:
+        raise ValueError(f"no predictions of the {model!r} model on the {test!r} test")
+    return part.sort_values("row")["probability"].to_numpy(float)
+
+
+def operating_threshold(model: torch.nn.Module, split: ShortcutSplit, finding: str, *, size: int) -> float:
+    """The model's operating threshold for ``finding``: the probability that maximises Youden's J
+    (sensitivity + specificity - 1) on ``split`` (the validation split; ties: the highest threshold).
+
+    The demo's models never reach p = 0.5 on this rare finding (their probabilities are honest about
+    its 9 % prevalence), so "the model predicts the finding" is read at the operating point a user
+    would tune on validation, as CheXlocalize tunes its probability cutoffs.
+    """
+    from .training import predict
+
+    column = CLASSES.index(finding)
+    labels = split.split.labels[:, column]
+    if labels.min() == labels.max():
+        raise datasets.DataError(f"{split.split.name}: {finding} is all {int(labels[0])}; no threshold can be tuned")
+    loader = torch.utils.data.DataLoader(datasets.ImageDataset(split.split.table, size), batch_size=64)
+    return youden_threshold(labels, predict(model, loader, model_device(model))[:, column])
+
+
+def youden_threshold(labels, probabilities) -> float:
+    """The probability ``t`` maximising Youden's J of the rule ``probability >= t`` (the highest such
+    ``t`` on ties; one of the observed probabilities).
+
+    Examples
+    --------
+    >>> youden_threshold([0, 0, 1, 1, 0, 1], [0.1, 0.2, 0.3, 0.6, 0.4, 0.7])
+    0.6
+    """
+    from sklearn.metrics import roc_curve
+
+    false_positive, true_positive, thresholds = roc_curve(np.asarray(labels), np.asarray(probabilities, dtype=float),
+                                                          drop_intermediate=False)
+    youden = true_positive - false_positive
+    best = np.flatnonzero(youden >= youden.max() - 1e-12)[0]  # thresholds run from high to low; J in float64
+    return float(min(thresholds[best], 1.0))
+
+
+def explanation_rows(split: ShortcutSplit, finding: str, count: int, probabilities=None,
+                     threshold: float | None = None) -> np.ndarray:
+    """Rows of the confounded test split that are positive for ``finding``, show a drain and, when
+    ``probabilities`` (the shortcut model's, ``[N]``) and ``threshold`` are given, are predicted
+    positive (``probability >= threshold``); the first ``count`` of them, in split order."""
     positive = split.split.labels[:, CLASSES.index(finding)] == 1
-    return np.flatnonzero(positive & split.has_drain)[:count]
+    chosen = positive & split.has_drain
+    if probabilities is not None:
+        chosen &= np.asarray(probabilities, dtype=float) >= (0.5 if threshold is None else threshold)
+    return np.flatnonzero(chosen)[:count]
 
 
 def explanation_subset(split: ShortcutSplit, rows: np.ndarray, model: torch.nn.Module, *,
@@ -292,32 +431,26 @@ def explanation_subset(split: ShortcutSplit, rows: np.ndarray, model: torch.nn.M
                                 masks=datasets.masks_for(split.split, table["cxr_id"], classes=LOCALIZED_CLASSES))
 
 
-def explain_methods(profile: Profile, model: torch.nn.Module, explanation: study.ExplanationSet, finding: str, *,
-                    methods: dict[str, str] = study.METHODS, progress: bool = False) -> dict[str, np.ndarray]:
-    """Each method's maps ``[N, h, w]`` of ``finding``, cached under ``runs/<profile>-shortcut/heatmaps``.
+def explain_methods(profile: Profile, models: dict[str, torch.nn.Module], explanation: study.ExplanationSet,
+                    finding: str, *, methods: dict[str, str] = study.METHODS,
+                    progress: bool = False) -> dict[tuple[str, str], np.ndarray]:
+    """Each method's maps ``[N, h, w]`` of ``finding`` under each model, keyed ``(method, model)``.
 
-    ``profile`` is the *base* profile (the explainer settings are its; LRP uses ``explain.lrp_rule``).
+    ``profile`` is the *base* profile (the explainer settings are its; LRP uses ``explain.lrp_rule``);
+    the maps are cached under ``runs/<profile>-shortcut/heatmaps`` (shortcut model) and
+    ``runs/<profile>-shortcut-control/heatmaps`` (control model), keyed by each model's weights.
     """
-    derived = shortcut_profile(profile)
+    runs = {SHORTCUT_MODEL: shortcut_profile(profile), CONTROL_MODEL: control_profile(profile)}
     column = CLASSES.index(finding)
-    return {name: study.explain_cached(derived, model, explanation, method, progress=progress)[:, column]
-            for name, method in methods.items()}
+    return {(name, model_name): study.explain_cached(runs[model_name], model, explanation, method,
+                                                     progress=progress)[:, column]
+            for name, method in methods.items() for model_name, model in models.items()}
 
 
-def control_heatmaps(profile: Profile, models: dict[str, torch.nn.Module], explanation: study.ExplanationSet,
-                     finding: str, *, methods: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
-    """The cheap methods' maps of the control model (notebook 02's) on the same images, keyed ``"<method>, control"``.
-
-    A model that never saw a drain gives the attribution a method puts on the drain *without* a
-    shortcut (its maps' spatial spread, edges); empty when notebook 02 has not trained the control.
-    """
-    if CONTROL_MODEL not in models:
-        return {}
-    if methods is None:  # the gradient methods: a few model passes per image
-        methods = tuple(key for key, record in REGISTRY.items() if record.cheap)
-    chosen = {name: method for name, method in study.METHODS.items() if method in methods}
-    maps = explain_methods(profile, models[CONTROL_MODEL], explanation, finding, methods=chosen)
-    return {f"{name}, control": value for name, value in maps.items()}
+def map_labels(heatmaps: dict) -> dict:
+    """Display labels of :func:`explain_methods`' keys: ``"<method>"`` under the shortcut model,
+    ``"<method>, control"`` under the control (as in :func:`share_summary`)."""
+    return {key: key[0] if key[1] == SHORTCUT_MODEL else f"{key[0]}, control" for key in heatmaps}
 
 
 def attribution_shares(heatmaps, confounder, lesion) -> pd.DataFrame:
@@ -372,18 +505,26 @@ def attribution_shares(heatmaps, confounder, lesion) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-def shares_for_methods(heatmaps: dict[str, np.ndarray], confounder, lesion, cxr_ids) -> pd.DataFrame:
-    """:func:`attribution_shares` of every method, stacked with ``method`` and ``cxr_id`` columns."""
-    return pd.concat([attribution_shares(maps, confounder, lesion).assign(method=name, cxr_id=list(cxr_ids))
-                      for name, maps in heatmaps.items()], ignore_index=True)
+def shares_for_methods(heatmaps: dict, confounder, lesion, cxr_ids) -> pd.DataFrame:
+    """:func:`attribution_shares` of every map set, stacked with ``method``, ``model`` and ``cxr_id``
+    columns; ``heatmaps`` is keyed ``(method, model)`` (:func:`explain_methods`) or by method alone
+    (model :data:`SHORTCUT_MODEL`)."""
+    frames = []
+    for key, maps in heatmaps.items():
+        method, model = key if isinstance(key, tuple) else (key, SHORTCUT_MODEL)
+        frames.append(attribution_shares(maps, confounder, lesion).assign(method=method, model=model,
+                                                                          cxr_id=list(cxr_ids)))
+    return pd.concat(frames, ignore_index=True)
 
 
 def share_summary(shares: pd.DataFrame, *, n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Per method and region: mean mass share, enrichment and pointing rate with 95 % bootstrap CIs."""
+    """Per method, model and region: mean mass share, enrichment and pointing rate with 95 % bootstrap
+    CIs; ``label`` is ``"<method>"`` for the shortcut model and ``"<method>, control"`` for the control."""
     rows = []
-    for method, group in shares.groupby("method", sort=False):
+    for (method, model), group in shares.groupby(["method", "model"], sort=False):
+        label = method if model == SHORTCUT_MODEL else f"{method}, control"
         for region in REGIONS:
-            row = {"method": method, "region": region, "images": len(group),
+            row = {"method": method, "model": model, "label": label, "region": region, "images": len(group),
                    "area": float(group[f"area_{region}"].mean())}
             for quantity in ("mass", "enrichment", "pointing"):
                 estimate, low, high = metrics.bootstrap_ci(group[f"{quantity}_{region}"].to_numpy(),
@@ -393,43 +534,98 @@ def share_summary(shares: pd.DataFrame, *, n_resamples: int = 1000, seed: int = 
     return pd.DataFrame(rows)
 
 
-def verdict_table(shares: pd.DataFrame, *, n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Per method: does it reveal the shortcut? Paired bootstrap of drain minus lesion, per unit area.
+def verdict_table(shares: pd.DataFrame, *, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per method and measure: does the map show the drain more under the shortcut model than under
+    the control? The paired difference, shortcut model minus control model, on the same images.
 
-    A method *reveals* the drain when the lower 95 % bound of its drain enrichment exceeds 1 (more
-    mass on the drain than a uniform map puts there). ``drain_vs_lesion`` is the paired difference
-    of enrichments (drain minus lesion) with its CI: above 0, the map favours the drain over the lesion.
+    Parameters
+    ----------
+    shares : pandas.DataFrame
+        :func:`shares_for_methods` of both models (columns ``method``, ``model``, ``cxr_id`` and the
+        :data:`MEASURES`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per method and measure (:data:`MEASURES`): ``shortcut``, ``control`` (means),
+        ``difference`` with its 95 % percentile interval ``low``, ``high`` (paired bootstrap over the
+        images: :func:`~shamsul_utils.claims.pooled_paired_bootstrap` with one model), ``p``
+        (two-sided), ``p_holm`` (Holm over the methods, within each measure), ``images`` and
+        ``reveals``: for the share measure, difference > 0 and ``p_holm < 0.05``; the hit measure
+        is reported beside it and decides nothing (declared before the scores).
     """
+    from .claims import ALPHA, UntestableError, holm, pooled_paired_bootstrap
+
     rows = []
-    for method, group in shares.groupby("method", sort=False):
-        drain, lesion = group["enrichment_confounder"].to_numpy(), group["enrichment_lesion"].to_numpy()
-        _, low, _ = metrics.bootstrap_ci(drain, n_resamples=n_resamples, seed=seed)
-        difference = metrics.paired_bootstrap_difference(drain, lesion, n_resamples=n_resamples, seed=seed)
-        rows.append({"method": method, "drain_enrichment": float(np.nanmean(drain)), "drain_enrichment_low": float(low),
-                     "lesion_enrichment": float(np.nanmean(lesion)),
-                     "drain_vs_lesion": float(difference.difference), "drain_vs_lesion_low": float(difference.low),
-                     "drain_vs_lesion_high": float(difference.high), "reveals_drain": bool(low > 1)})
-    return pd.DataFrame(rows)
+    for measure in MEASURES:
+        block = []
+        for method, group in shares.groupby("method", sort=False):
+            wide = group.pivot(index="cxr_id", columns="model", values=measure)
+            row = {"method": method, "measure": measure, "images": len(wide)}
+            if not {SHORTCUT_MODEL, CONTROL_MODEL} <= set(wide.columns):
+                raise ValueError(f"{method}: shares of both the {SHORTCUT_MODEL} and the {CONTROL_MODEL} model needed")
+            first, second = wide[SHORTCUT_MODEL].to_numpy(float), wide[CONTROL_MODEL].to_numpy(float)
+            row |= {"shortcut": float(np.nanmean(first)) if len(first) else np.nan,
+                    "control": float(np.nanmean(second)) if len(second) else np.nan}
+            try:
+                test = pooled_paired_bootstrap(first[None, :, None], second[None, :, None], n_resamples=n_resamples,
+                                               seed=seed)
+                row |= {"difference": test.difference, "low": test.low, "high": test.high, "p": test.p_value}
+            except UntestableError:  # fewer than two images: reported, never a verdict
+                row |= {"difference": np.nan, "low": np.nan, "high": np.nan, "p": 1.0}
+            block.append(row)
+        table = pd.DataFrame(block)
+        table["p_holm"] = holm(table["p"]) if len(table) else []
+        rows.append(table)
+    table = pd.concat(rows, ignore_index=True)
+    share = next(iter(MEASURES))
+    table["reveals"] = (table["measure"] == share) & (table["difference"] > 0) & (table["p_holm"] < ALPHA)
+    return table
 
 
-def verdict_text(aurocs: pd.DataFrame, summary: pd.DataFrame, verdicts: pd.DataFrame, finding: str) -> str:
-    """The numbers of a run as a few Markdown sentences (for the notebook's conclusion)."""
-    def interval(row, key="auroc"):
-        low, high = ("low", "high") if key == "auroc" else (f"{key}_low", f"{key}_high")
-        return f"{row[key]:.3f} [{row[low]:.3f}, {row[high]:.3f}]"
+def verdict_text(aurocs: pd.DataFrame, verdicts: pd.DataFrame, finding: str, *, qualified: int,
+                 threshold: float) -> str:
+    """The run's conclusion as Markdown sentences generated from its tables (notebook 10 and README).
 
-    lines = []
-    for model, group in aurocs.groupby("model", sort=False):
-        by_test = group.set_index("test")
-        lines.append(f"* **{model}** model, {finding} AUROC: confounded test {interval(by_test.loc['confounded'])}, "
-                     f"clean test {interval(by_test.loc['clean'])}; drop {interval(by_test.loc['drop'])}.")
-    masses = summary.pivot(index="method", columns="region", values="mass")
-    for _, row in verdicts.iterrows():
-        method = row["method"]
-        lines.append(f"* **{method}**: {masses.loc[method, 'confounder']:.1%} of the positive mass on the drain "
-                     f"(enrichment {row['drain_enrichment']:.1f}, lower bound {row['drain_enrichment_low']:.1f}), "
-                     f"{masses.loc[method, 'lesion']:.1%} on the lesion (enrichment {row['lesion_enrichment']:.1f}), "
-                     f"{masses.loc[method, 'overlap']:.1%} where they overlap; drain minus lesion enrichment "
-                     f"{row['drain_vs_lesion']:.1f} [{row['drain_vs_lesion_low']:.1f}, {row['drain_vs_lesion_high']:.1f}]"
-                     f" -> {'reveals the drain' if row['reveals_drain'] else 'does not reveal the drain'}.")
-    return "\n".join(lines)
+    ``qualified``: positive, drain-bearing confounded test images the shortcut model predicts positive
+    at ``threshold``; ``verdicts`` holds the images explained.
+    """
+    def interval(row) -> str:
+        return f"{row['auroc']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]"
+
+    drops = aurocs[aurocs["test"] == "drop"].set_index("model")
+    by_test = aurocs.set_index(["model", "test"])
+    lines = [f"**Known shortcut** ({finding} with a chest drain; shortcut and control models trained with the same "
+             "recipe on the same number of images, drains correlated with the finding or not):", ""]
+    for model in (SHORTCUT_MODEL, CONTROL_MODEL):
+        if model in drops.index:
+            lines.append(f"- {model} model, {finding} AUROC: confounded test "
+                         f"{by_test.loc[(model, 'confounded'), 'auroc']:.3f}, clean test "
+                         f"{by_test.loc[(model, 'clean'), 'auroc']:.3f}; drop {interval(drops.loc[model])}")
+    if EFFECT in drops.index:
+        effect = drops.loc[EFFECT]
+        worth = "the shortcut is worth" if effect["low"] > 0 else "no AUROC effect of the shortcut is resolved:"
+        lines.append(f"- {worth} {interval(effect)} AUROC (the shortcut model's drop minus the control's, "
+                     "same resampled patients)")
+    images = int(verdicts["images"].max()) if len(verdicts) else 0
+    lines += ["", f"Explained: {images} of the {qualified} positive, drain-bearing confounded test images that the "
+              f"shortcut model predicts positive (p >= {threshold:.3f}, its operating threshold on validation), "
+              "under both models. Paired difference, shortcut model minus control model (95 % interval over the "
+              "images; Holm over the methods):", ""]
+    share, hits = MEASURES
+    for method, group in verdicts.groupby("method", sort=False):
+        rows = group.set_index("measure")
+        first, second = rows.loc[share], rows.loc[hits]
+        if np.isnan(first["difference"]):
+            lines.append(f"- **{method}**: untestable on {images} image(s)")
+            continue
+        verdict = ("**reveals the shortcut**" if first["reveals"] else "does not reveal the shortcut")
+        lines.append(f"- **{method}** {verdict}: drain share {first['shortcut']:.1%} vs {first['control']:.1%} "
+                     f"(difference {first['difference']:+.3f} [{first['low']:+.3f}, {first['high']:+.3f}], "
+                     f"p_Holm = {first['p_holm']:.3f}); drain hits {second['shortcut']:.0%} vs {second['control']:.0%} "
+                     f"({second['difference']:+.2f} [{second['low']:+.2f}, {second['high']:+.2f}], "
+                     f"p_Holm = {second['p_holm']:.3f})")
+    lines += ["", f"Limits: one phantom, one seed, one shortcut and {images} images; superpixel methods (LIME, SHAP) "
+              "can give the thin drain only the mass of the segments that contain it; the maps' coarse grids "
+              "(Grad-CAM's) spread mass beyond the tube."]
+    return "\n".join(lines) + "\n"

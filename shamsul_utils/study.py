@@ -105,15 +105,22 @@ def is_cheap(method: str) -> bool:
     return registry_method(method).cheap
 
 
-def explanation_set(profile: Profile) -> ExplanationSet:
-    """Select and load the explanation set of a profile (deterministic in ``profile.seed``)."""
-    split = datasets.read_split(profile, "test")
-    rows = datasets.select_examples(split, per_class=profile.explain.per_class, seed=profile.seed,
-                                    total=min(profile.explain.n_images, len(split)))
+def explanation_set(profile: Profile, split_name: str = "test", images: int | None = None) -> ExplanationSet:
+    """Select and load the explanation set of a profile (deterministic in ``profile.seed``).
+
+    ``split_name="valid"`` with ``images`` gives the validation images segmentation settings are
+    tuned on (:func:`shamsul_utils.evaluation.tune_on_validation`): the same stratified draw with
+    ``images // 10`` positives per localised class (at least one), so that every class has some.
+    The default is notebooks 03-06's set.
+    """
+    split = datasets.read_split(profile, split_name)
+    count = profile.explain.n_images if images is None else images
+    per_class = profile.explain.per_class if images is None else max(1, images // len(LOCALIZED_CLASSES))
+    rows = datasets.select_examples(split, per_class=per_class, seed=profile.seed, total=min(count, len(split)))
     table = split.table.iloc[rows].reset_index(drop=True)
     size = profile.model.input_size
     gray = datasets.load_images(table["image_path"].tolist(), size)
-    predictions = load_predictions(profile, "test").set_index("cxr_id").loc[table["cxr_id"]]
+    predictions = load_predictions(profile, split_name).set_index("cxr_id").loc[table["cxr_id"]]
     masks = datasets.ExpertMasks(split, table["cxr_id"])
     return ExplanationSet(table=table, images=datasets.normalize(gray), gray=gray / 255.0,
                           labels=table[list(CLASSES)].to_numpy(np.float32),

@@ -13,13 +13,14 @@ import pytest
 
 from shamsul_utils.chain import available_notebooks, run_chain
 from shamsul_utils.config import REPOSITORY_ROOT
+from shamsul_utils.labels import LOCALIZED_CLASSES
 
 pytestmark = pytest.mark.slow
 
 TABLES = ("classification.csv", "localisation_by_class.csv", "localisation_overall.csv", "localisation_pairs.csv",
           "ranking.csv", "by_label_count.csv", "faithfulness.csv", "sanity.csv", "lrp_variants.csv",
           "seed_models.csv", "seeds_localisation.csv", "claims.csv", "claims_secondary.csv", "strata.csv",
-          "paper_vs_reproduction.csv")
+          "paper_vs_reproduction.csv", "significance_values.csv", "significance_claims.csv")
 
 
 def _run(runs: Path, monkeypatch, *, only=None) -> Path:
@@ -51,6 +52,57 @@ def test_chain_runs_every_notebook_and_writes_every_figure(first_run):
     assert len(claims) == 18 and set(claims["models"]) == {2}  # the declared family, over both models
     assert (claims["p_holm"] >= claims["p"]).all()
     assert (first_run / "tables" / "claims.md").read_text().split("\n", 1)[0].startswith("**Primary")
+    assert (first_run / "tables" / "significance.md").read_text().startswith("**Medical significance, by a proxy**")
+    secondary = pd.read_csv(first_run / "tables" / "claims_secondary.csv")
+    assert list(dict.fromkeys(secondary["family"])) == [
+        "maps clipped at zero", "LRP epsilon_plus_flat", "thresholds tuned on validation",
+        "probability cutoffs tuned on validation"]
+    from shamsul_utils.metrics import tuning
+
+    tuned = pd.read_csv(first_run / "tables" / "tuned_on_validation.csv")
+    for method, group in tuned.groupby("method"):  # CheXlocalize's layouts, read back as the score CLI does
+        key = {"Grad-CAM": "gradcam", "LRP": "lrp", "LIME": "lime", "SHAP": "shap"}[method]
+        thresholds = tuning.read_thresholds(first_run / "tables" / "tuning" / f"{key}_thresholds.csv")
+        expected = group.dropna(subset=["threshold"]).set_index("class")["threshold"].to_dict()
+        assert thresholds == expected
+        cutoffs = tuning.read_probability_cutoffs(first_run / "tables" / "tuning" / f"{key}_probability_cutoffs.csv")
+        assert cutoffs == group.dropna(subset=["probability_cutoff"]).set_index("class")["probability_cutoff"].to_dict()
+    sheet = pd.read_csv(first_run / "rating_sheet" / "rating_sheet.csv")  # notebook 08's blinded sheet
+    assert len(sheet) > 0 and sheet["rating"].isna().all()
+
+
+def test_plausibility_of_the_expert_masks_is_one_and_of_the_whole_image_its_region_share(first_run, monkeypatch):
+    """Notebook 08's glue on the smoke run: segmentations that are the expert masks lie wholly in their
+    regions (the anatomy is exact); the whole image scores its region's share; an empty one is undefined."""
+    from types import SimpleNamespace
+
+    from shamsul_utils import anatomy, significance, study
+    from shamsul_utils.config import load_profile
+
+    monkeypatch.setenv("SHAMSUL_RUNS", str(first_run.parent))
+    profile = load_profile("smoke")
+    explanation = study.explanation_set(profile)
+    present = explanation.masks.present
+    rows = np.arange(len(explanation))
+
+    def fake(segment):
+        return SimpleNamespace(gt_present=present, segmentation=segment)
+
+    full = {"expert": fake(lambda row, column: explanation.masks[row][column]),
+            "everything": fake(lambda row, column: np.ones(explanation.masks[row].shape[-2:], bool)),
+            "nothing": fake(lambda row, column: np.zeros(explanation.masks[row].shape[-2:], bool))}
+    values = significance.plausibility_scores(profile, {0: {name: (rows, score) for name, score in full.items()}})
+    expert = values[("expert", "plausibility")]
+    assert np.isfinite(expert[0][present]).all() and np.nanmin(expert) >= 0.95 and np.nanmean(expert) > 0.99
+    assert np.isnan(expert[0][~present]).all()
+    assert np.isnan(values[("nothing", "plausibility")][0][present]).all()
+    everything = values[("everything", "plausibility")]
+    np.testing.assert_array_equal(everything, values[(significance.WHOLE_IMAGE, "plausibility")])
+    row, column = map(int, np.argwhere(present)[0])
+    regions = anatomy.PhantomRegions(profile).regions("test", explanation.cxr_ids[row])  # by hand
+    device = explanation.masks[row][LOCALIZED_CLASSES.index("Support Devices")]
+    region = anatomy.plausible_regions(regions, device)[column]
+    assert everything[0, row, column] == pytest.approx(region.mean())
 
 
 def test_same_seed_gives_identical_metric_tables(first_run, tmp_path, monkeypatch):

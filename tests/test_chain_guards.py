@@ -69,11 +69,12 @@ def test_a_chain_cleans_the_temporaries_of_the_runs_it_derives_and_no_others(tmp
     monkeypatch.setattr(chain, "NOTEBOOK_FOLDER", tmp_path / "notebooks")
     runs = tmp_path / "runs"
     monkeypatch.setenv("SHAMSUL_RUNS", str(runs))
-    for name in ("smoke", "smoke-seed1", "smoke-seed12", "smoke-shortcut", "smoke-other", "smokey"):
+    for name in ("smoke", "smoke-seed1", "smoke-seed12", "smoke-shortcut", "smoke-shortcut-control", "smoke-other",
+                 "smokey"):
         (runs / name / "checkpoints").mkdir(parents=True)
         (runs / name / "checkpoints" / ".best.pt.x1.tmp").write_text("killed mid-write")
     assert [path.name for path in chain.run_folders(load_profile("smoke"))] == [
-        "smoke", "smoke-seed1", "smoke-seed12", "smoke-shortcut"]
+        "smoke", "smoke-seed1", "smoke-seed12", "smoke-shortcut", "smoke-shortcut-control"]
     run_chain("smoke")
     left = sorted(path.parent.parent.name for path in runs.rglob("*.tmp"))
     assert left == ["smoke-other", "smokey"]

@@ -146,6 +146,9 @@ def test_readme_quotes_the_published_runs_claims_and_no_other():
     replication = REPOSITORY_ROOT / "figures" / "07_replication.md"  # make replicate's, when it has run
     block = claims.readme_block(readme, "replication")
     assert block == (replication.read_text(encoding="utf-8") if replication.is_file() else "\n")
+    for name in ("shortcut", "significance"):  # notebooks 10 and 08
+        _, _, file = claims.README_BLOCKS[name]
+        assert claims.readme_block(readme, name) == (REPOSITORY_ROOT / "figures" / file).read_text(encoding="utf-8")
 
 
 def test_replication_rate_is_the_share_of_held_out_models_where_a_claim_holds_the_same_way():

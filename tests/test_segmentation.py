@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from shamsul_utils.segmentation import heatmap_to_mask, normalise_heatmaps, otsu_thresholds, tune_thresholds
+from shamsul_utils.metrics.tuning import tune_thresholds
+from shamsul_utils.segmentation import heatmap_to_mask, normalise_heatmaps, otsu_thresholds
 
 
 def _uint8_maps(rng):

@@ -23,9 +23,15 @@ from ..segmentation import resize_maps
 from .bootstrap import CHUNK_ELEMENTS, bootstrap_ci
 
 __all__ = ["iou", "select_iou", "summarise_iou", "pointing_game", "points_somewhere", "maximal_pixels",
-           "IOU_VARIANTS", "TIE_TOLERANCE"]
+           "IOU_VARIANTS", "TIE_TOLERANCE", "LOCALISATION_METRICS", "IOU_METRICS"]
 
 IOU_VARIANTS = ("true_positive", "all", "union")
+# The per-pair localisation metrics of the study, name -> how tables and claims spell it (the one vocabulary)
+LOCALISATION_METRICS: dict[str, str] = {"miou_all": "mIoU (full set)", "miou_tp": "mIoU (true-positive slice)",
+                                        "hit_rate": "hit rate", "hit_rate_ties": "tie-aware hit rate"}
+# Which pairs each mIoU counts (select_iou's variants): the full set is every pair with an expert mask ("all");
+# "miou_union" adds the pairs without one where the segmentation is not empty (CheXlocalize's full-data mIoU)
+IOU_METRICS: dict[str, str] = {"miou_tp": "true_positive", "miou_all": "all", "miou_union": "union"}
 
 
 def iou(pred_masks, gt_masks) -> np.ndarray:
