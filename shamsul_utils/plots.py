@@ -39,6 +39,7 @@ __all__ = [
     "SHORTCUT_REGION_COLOURS",
     "shortcut_auroc_figure",
     "shortcut_shares_figure",
+    "geometry_figure",
     "shortcut_examples_figure",
     "CLASS_COLORS",
     "gallery_figure",
@@ -794,5 +795,76 @@ def shortcut_examples_figure(explanation, heatmaps: dict[str, np.ndarray], confo
             axis.imshow(overlay, extent=(-0.5, gray.shape[1] - 0.5, gray.shape[0] - 0.5, -0.5),
                         interpolation="nearest")
     figure.suptitle(title or f"{finding}: lesion (blue) and chest drain (yellow) under each method's map")
+    figure.tight_layout()
+    return figure
+
+
+def geometry_figure(regression, features, pairs, *, interval: str = "bootstrap", title: str = ""):
+    """Pathology geometry and localisation (CheXlocalize's Table 2, Saporta et al. 2022).
+
+    Top row, one panel per feature: each method's regression coefficient (IoU: circles, hit:
+    squares) with its 95 % interval, from :func:`shamsul_utils.geometry.geometry_regression`
+    (one model's table; ``interval="bootstrap"`` the image bootstrap, ``"ols"`` CheXlocalize's
+    t-interval). Bottom row, one panel per method: IoU against the expert mask's area (log
+    scale) on the true-positive pairs (a non-empty segmentation), with the least-squares line.
+    """
+    from matplotlib.lines import Line2D
+
+    if interval not in ("bootstrap", "ols"):
+        raise ValueError(f"interval must be 'bootstrap' or 'ols', got {interval!r}")
+    low, high = ("boot_low", "boot_high") if interval == "bootstrap" else ("low", "high")
+    methods = list(dict.fromkeys(regression["method"]))
+    feature_names = list(dict.fromkeys(regression["feature"]))
+    outcomes = list(dict.fromkeys(regression["outcome"]))
+    markers = dict(zip(outcomes, "osD^v", strict=False))
+    columns = max(len(methods), len(feature_names))
+    figure = plt.figure(figsize=(2.8 * columns, 6.4))
+    grid = figure.add_gridspec(2, columns, height_ratios=[1.1, 1.0])
+    offsets = np.linspace(-0.18, 0.18, len(outcomes)) if len(outcomes) > 1 else np.zeros(1)
+    for column, name in enumerate(feature_names):
+        axis = figure.add_subplot(grid[0, column])
+        for position, method in enumerate(methods):
+            for offset, outcome in zip(offsets, outcomes, strict=True):
+                row = regression[(regression["method"] == method) & (regression["feature"] == name)
+                                 & (regression["outcome"] == outcome)]
+                if row.empty or not np.isfinite(row["coef"].iloc[0]):
+                    continue
+                estimate = row["coef"].iloc[0]
+                error = np.nan_to_num([[estimate - row[low].iloc[0]], [row[high].iloc[0] - estimate]])
+                axis.errorbar(estimate, position + offset, xerr=np.clip(error, 0, None), fmt=markers[outcome],
+                              markersize=4, capsize=2, color=METHOD_COLORS.get(method, "black"))
+        axis.axvline(0, color="grey", linestyle=":")
+        axis.set_yticks(np.arange(len(methods)), methods if column == 0 else [""] * len(methods))
+        axis.invert_yaxis()
+        axis.set_title(name, fontsize=9)
+        axis.set_xlabel("coefficient")
+        if column == 0:
+            axis.legend([Line2D([], [], color="black", marker=markers[outcome], linestyle="") for outcome in outcomes],
+                        outcomes, fontsize=7, frameon=False)
+    top = 1.0
+    merged = pairs.merge(features[["cxr_id", "class", "area"]], on=["cxr_id", "class"], how="inner")
+    if "segmented" in merged:
+        merged = merged[merged["segmented"].astype(bool)]
+    if np.isfinite(merged["iou"]).any():
+        top = float(np.clip(1.1 * np.nanmax(merged["iou"]), 0.05, 1.0))
+    for column, method in enumerate(methods):
+        axis = figure.add_subplot(grid[1, column])
+        part = merged[(merged["method"] == method) & np.isfinite(merged["iou"]) & (merged["area"] > 0)]
+        colour = METHOD_COLORS.get(method, "black")
+        axis.scatter(100 * part["area"], part["iou"], s=10, color=colour, alpha=0.6)
+        if len(part) > 2:
+            slope, intercept = np.polyfit(part["area"], part["iou"], 1)
+            grid_x = np.linspace(part["area"].min(), part["area"].max(), 50)
+            axis.plot(100 * grid_x, intercept + slope * grid_x, color=colour, linewidth=1.2)
+        axis.set_xscale("log")
+        axis.set_xlabel("expert mask area (% of image)")
+        axis.set_ylabel("IoU" if column == 0 else "")
+        axis.set_ylim(0, top)
+        axis.set_title(f"{method} (n={len(part)})", fontsize=9)
+    kind = "image-bootstrap " if interval == "bootstrap" else "OLS t-"
+    scaled = {"minmax": "min-max scaled", "zscore": "z-scored", "none": "unscaled"}
+    scaling = f", features {scaled.get(regression['scaling'].iloc[0], '')}" if "scaling" in regression else ""
+    figure.suptitle(title or f"Pathology geometry vs localisation: coefficients with 95 % {kind}intervals"
+                             f"{scaling}; IoU vs area")
     figure.tight_layout()
     return figure

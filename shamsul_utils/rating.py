@@ -280,7 +280,7 @@ def write_rating_sheet(folder: str | os.PathLike, items: Sequence[RatingItem], *
     --------
     >>> import pathlib, tempfile
     >>> folder = pathlib.Path(tempfile.mkdtemp()) / "sheet"
-    >>> item = RatingItem(cxr_id="patient1", class_name="Cardiomegaly", method="LIME",
+    >>> item = RatingItem(cxr_id="patient1", class_name="Cardiomegaly", method="method A",
     ...                   image=np.zeros((8, 8)), segmentation=np.eye(8, dtype=bool))
     >>> write_rating_sheet(folder, [item], seed=0).name
     'rating_sheet.csv'
@@ -486,12 +486,12 @@ def rating_summary(ratings: pd.DataFrame, *, n_resamples: int = 1000, seed: int 
 
     Examples
     --------
-    >>> ratings = pd.DataFrame({"cxr_id": ["a", "a", "b", "b"], "method": ["LIME", "SHAP", "LIME", "SHAP"],
+    >>> ratings = pd.DataFrame({"cxr_id": ["a", "a", "b", "b"], "method": ["A", "B", "A", "B"],
     ...                         "rating": [5, 2, 4, 3]})
     >>> rating_summary(ratings, n_resamples=100)[["method", "items", "images", "mean_rating", "share_good"]]
       method  items  images  mean_rating  share_good
-    0   LIME      2       2          4.5         1.0
-    1   SHAP      2       2          2.5         0.0
+    0      A      2       2          4.5         1.0
+    1      B      2       2          2.5         0.0
     """
     from .metrics.bootstrap import bootstrap_ci
 

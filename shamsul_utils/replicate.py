@@ -7,7 +7,9 @@ on them (:mod:`shamsul_utils.claims`):
 
 * pooled over the held-out models (the main run's test, on new models), and
 * on each held-out model alone (its image bootstrap, Holm over the family): the **replication rate**
-  of a claim is the share of held-out models on which it holds in the same direction.
+  of a claim is the share of held-out models on which it holds in the same direction;
+* pooled over the main run's models *and* the held-out ones, when their training seeds differ (the
+  same declared family on more independent models: what the study concludes with more power).
 
 ``--tag kernels --seeds 0 1 2`` under ``ATEN_CPU_CAPABILITY=default`` (``make replicate-kernels``)
 retrains the main run's own seeds with torch's scalar kernels: another CPU's arithmetic on this one.
@@ -135,7 +137,20 @@ def replicate(profile: Profile, seeds_used: Sequence[int], *, tag: str = "replic
     write_table(table, profile.paths.tables / f"replication_{tag}.csv")
     from .files import atomic_write_text
 
-    atomic_write_text(profile.paths.tables / f"replication_{tag}.md", replication_markdown(table, list(seeds_used), tag))
+    text = replication_markdown(table, list(seeds_used), tag)
+    main_seeds = [variant.training_seed for variant in seeds.seed_profiles(profile)]
+    if set(main_seeds) & set(seeds_used):  # the same seeds under other arithmetic: not independent models
+        text += ("\nNot pooled with the main run's models: the same training seeds retrained are not independent "
+                 "models.\n")
+    else:
+        every = seeds.score_seeds(profile, signed=profile.evaluation.signed) | scores
+        combined = claims.claims_table(seeds.family_scores(every), family=f"main + held out ({tag})",
+                                       n_resamples=resamples, seed=profile.seed)
+        write_table(combined, profile.paths.tables / f"pooled_{tag}.csv")
+        text += (f"\n**Pooled** over the main run's {len(main_seeds)} models and these {len(seeds_used)} (training seeds "
+                 f"{', '.join(map(str, [*main_seeds, *seeds_used]))}; the same declared family and test): "
+                 + claims.claims_markdown(combined))
+    atomic_write_text(profile.paths.tables / f"replication_{tag}.md", text)
     # README's block holds every replication made so far (held-out seeds, other kernels), in tag order
     texts = [path.read_text(encoding="utf-8") for path in sorted(profile.paths.tables.glob("replication_*.md"))]
     claims.publish(profile, "\n".join(texts), block="replication")

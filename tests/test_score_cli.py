@@ -214,3 +214,43 @@ def test_crafted_inputs_are_refused_in_one_line_naming_the_file_and_stay_under_1
                 r"a_file/out: cannot write the tables there"]
     for line, pattern in zip(errors, expected, strict=True):
         assert re.search(pattern, line), (pattern, line)
+
+
+def test_cli_applies_chexlocalize_tuning_files_as_the_plain_route_does(tmp_path, capsys):
+    """--thresholds and --probability-cutoffs in CheXlocalize's CSV layouts: per class, the fixed threshold
+    replaces Otsu and a segmentation below its class's cutoff is empty; classes not listed keep Otsu."""
+    ids, truth, heatmaps = _case(tmp_path)
+    (tmp_path / "thresholds.csv").write_text("threshold,task\n0.4,Airspace Opacity\n0.6,Cardiomegaly\n")
+    (tmp_path / "cutoffs.csv").write_text("prob_threshold,mIoU,task\n0.3,0.1,Edema\n0.5,0.2,Edema\n"
+                                          "0.2,0.3,Cardiomegaly\n")
+    code = main(["--heatmaps", str(tmp_path / "pkls"), "--gt", str(tmp_path / "gt.json"), "--output",
+                 str(tmp_path / "out"), "--signed", "raw", "--bootstrap", "20", "--thresholds",
+                 str(tmp_path / "thresholds.csv"), "--probability-cutoffs", str(tmp_path / "cutoffs.csv")])
+    assert code == 0
+    pairs = pd.read_csv(tmp_path / "out" / "pairs.csv")
+    localised = [CLASSES.index(name) for name in LOCALIZED_CLASSES]
+    fixed = np.array([{"Lung Opacity": 0.4, "Cardiomegaly": 0.6}.get(name, np.nan) for name in LOCALIZED_CLASSES])
+    cutoff = np.array([{"Edema": 0.5, "Cardiomegaly": 0.2}.get(name, 0.0) for name in LOCALIZED_CLASSES])
+    import pickle
+
+    for cxr_id, masks in truth.items():
+        row = ids.index(cxr_id)
+        probability = []
+        for name in LOCALIZED_CLASSES:
+            with open(tmp_path / "pkls" / f"{cxr_id}_{CHEXLOCALIZE_TASK_NAMES[name]}_map.pkl", "rb") as handle:
+                probability.append(float(pickle.load(handle)["prob"]))
+        segmentation = heatmap_to_mask(heatmaps[row, localised], output_size=masks.shape[-2:], signed="raw",
+                                       threshold=fixed, probability=np.array(probability), probability_cutoff=cutoff)
+        got = pairs[pairs["cxr_id"] == cxr_id]
+        np.testing.assert_array_equal(got["iou"].to_numpy(), metrics.iou(segmentation, masks))
+        np.testing.assert_array_equal(got["pred_present"].to_numpy(), segmentation.any(axis=(-2, -1)))
+    capsys.readouterr()
+    for extra, message in ((["--probability-cutoff", "0.5"], "not both"),):
+        with pytest.raises(SystemExit):
+            main(["--heatmaps", str(tmp_path / "pkls"), "--gt", str(tmp_path / "gt.json"), "--output",
+                  str(tmp_path / "o2"), "--probability-cutoffs", str(tmp_path / "cutoffs.csv"), *extra])
+        assert message in capsys.readouterr().err
+    (tmp_path / "bad.csv").write_text("threshold,task\n0.4,Nodule\n")
+    assert main(["--heatmaps", str(tmp_path / "pkls"), "--gt", str(tmp_path / "gt.json"), "--output",
+                 str(tmp_path / "o3"), "--thresholds", str(tmp_path / "bad.csv")]) == 2
+    assert "unknown task(s) Nodule" in capsys.readouterr().err
