@@ -64,7 +64,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from .chexlocalize import MAX_MASK_PIXELS, MAX_MASK_SIDE, write_segmentations
+from .chexlocalize import MAX_MASK_PIXELS, MAX_MASK_SIDE, decode_mask, write_segmentations
 from .errors import DataError
 from .files import atomic_write_text
 from .labels import CHEXLOCALIZE_TASK_NAMES, LOCALIZED_CLASSES, from_chexlocalize_task
@@ -80,6 +80,7 @@ __all__ = [
     "mask_to_polygons",
     "masks_to_annotations",
     "read_salient_points",
+    "write_split_annotations",
 ]
 
 IMAGE_SIZE_KEY = "img_size"  # CheXlocalize's key of an image's [h, w]
@@ -503,3 +504,41 @@ def masks_to_annotations(masks: Mapping[str, Mapping[str, np.ndarray]]) -> dict[
                 entry[name] = polygons
         result[cxr_id] = entry
     return result
+
+
+def write_split_annotations(profile, split: str) -> dict:
+    """Write a phantom split's expert masks as CheXlocalize's raw annotations,
+    ``CheXlocalize/gt_annotations_<split>.json`` beside its segmentation JSON, and check that they
+    draw back into the same masks (notebook 01): so the phantom ships both of CheXlocalize's ground
+    truth formats, and ``--gt-annotations`` can be tried on it.
+
+    As CheXlocalize's files, only the images with a positive localised finding are listed. Kept when
+    it is newer than the segmentation JSON it came from (regenerated data rewrites it).
+
+    Returns
+    -------
+    dict
+        ``path``, ``images`` (listed), ``masks`` (non-empty masks), ``identical`` (masks drawn back
+        pixel for pixel equal), ``written`` (False when the file was up to date).
+    """
+    from .datasets import data_path, read_split
+
+    settings = profile.data.splits[split]
+    if not settings.segmentations:
+        raise DataError(f"{split}: the profile gives no segmentation JSON to write annotations from")
+    source = data_path(profile, settings.segmentations)
+    target = source.with_name(f"gt_annotations_{split}.json")
+    written = not target.is_file() or target.stat().st_mtime < source.stat().st_mtime
+    data = read_split(profile, split)
+    masks = {cxr_id: {name: decode_mask(rle, where=f"{cxr_id}/{name}") for name, rle in tasks.items()}
+             for cxr_id, tasks in (data.segmentations or {}).items()}
+    positive = {cxr_id: by_class for cxr_id, by_class in masks.items()
+                if any(mask.any() for mask in by_class.values())}
+    if written:
+        write_annotations(target, masks_to_annotations(positive))
+    drawn = annotations_to_masks(read_annotations(target))
+    identical = sum(int(np.array_equal(drawn[cxr_id][_class_name(task, cxr_id, file=False)], mask))
+                    for cxr_id, by_class in positive.items() for task, mask in by_class.items() if mask.any())
+    count = sum(int(mask.any()) for by_class in positive.values() for mask in by_class.values())
+    return {"path": str(target), "images": len(positive), "masks": count, "identical": identical,
+            "written": written}

@@ -344,7 +344,9 @@ def tune_on_validation(profile, model: torch.nn.Module, *, signed: str = "raw", 
             rows.append({"method": name, "class": class_name, "threshold": thresholds[column],
                          "threshold_miou": best_threshold, "probability_cutoff": cutoffs[column],
                          "cutoff_miou": best_cutoff, "pairs": int(present[:, column].sum())})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs["images"] = len(explanation)
+    return table
 
 
 def tuned_settings(table: pd.DataFrame) -> dict[str, dict[str, dict]]:
@@ -361,10 +363,12 @@ def tuned_settings(table: pd.DataFrame) -> dict[str, dict[str, dict]]:
     return result
 
 
-def secondary_analyses(profile, model: torch.nn.Module) -> tuple[dict[str, dict], pd.DataFrame | None]:
+def secondary_analyses(profile, model: torch.nn.Module) -> tuple[dict[str, dict], pd.DataFrame | None, str]:
     """Notebook 07's labelled secondary analyses, declared here before any test score is computed:
-    ``{name: keyword arguments of seeds.score_seeds}`` and the validation tuning table (None when
-    ``evaluation.tuning_images`` is 0, which leaves the two tuned analyses out).
+    ``{name: keyword arguments of seeds.score_seeds}``, the validation tuning table and one line
+    on the tuning. The two tuned analyses are left out (table None, the line says why) when
+    ``evaluation.tuning_images`` is 0 or the validation split has no expert masks (the paper
+    profile scores CheXlocalize's masked validation images as its test split).
 
     * maps clipped at zero before min-max;
     * LRP's ``explain.lrp_secondary`` composite in place of the epsilon rule;
@@ -377,9 +381,15 @@ def secondary_analyses(profile, model: torch.nn.Module) -> tuple[dict[str, dict]
                                  f"LRP {profile.explain.lrp_secondary}": {"signed": signed,
                                                                           "lrp_rule": profile.explain.lrp_secondary}}
     if not profile.evaluation.tuning_images:
-        return analyses, None
+        return analyses, None, "thresholds and cutoffs not tuned: evaluation.tuning_images is 0"
+    if not profile.data.splits["valid"].segmentations:
+        return analyses, None, ("thresholds and cutoffs not tuned: the validation split has no expert masks "
+                                "(data.splits.valid.segmentations); tune with CheXlocalize's scripts and score with "
+                                "python -m shamsul_utils.score --thresholds/--probability-cutoffs (data/README.md)")
     table = tune_on_validation(profile, model, signed=signed)
     tuned = tuned_settings(table)
     analyses["thresholds tuned on validation"] = {"signed": signed, "tuned": tuned["thresholds"]}
     analyses["probability cutoffs tuned on validation"] = {"signed": signed, "tuned": tuned["probability cutoffs"]}
-    return analyses, table
+    images = int(table.attrs.get("images", profile.evaluation.tuning_images))
+    return analyses, table, (f"thresholds and probability cutoffs tuned on {images} validation images of the main "
+                             f"model (tables/tuning/, CheXlocalize's CSV layouts)")

@@ -66,7 +66,7 @@ from skimage import measure
 from .labels import LOCALIZED_CLASSES
 from .metrics.bootstrap import resample_indices
 
-__all__ = ["FEATURES", "mask_features", "features_table", "geometry_regression"]
+__all__ = ["FEATURES", "mask_features", "features_table", "geometry_regression", "scored_geometry"]
 
 FEATURES: tuple[str, ...] = ("area", "n_instances", "elongation", "irrectangularity")  # CheXlocalize's four
 _CONTOUR_LEVEL = 0.75  # any level in (0.5, 1) puts every marching-squares vertex nearest its foreground pixel
@@ -389,3 +389,20 @@ def _spearman(y: np.ndarray, x: np.ndarray) -> tuple[float, float, float]:
     delta = 1.96 / np.sqrt(len(y) - 3)
     z = np.arctanh(np.clip(rho, -0.999999, 0.999999))
     return rho, float(np.tanh(z - delta)), float(np.tanh(z + delta))
+
+
+def scored_geometry(pairs: pd.DataFrame, segmentations: dict, *, method: str = "method", n_resamples: int = 1000,
+                    seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`features_table` and :func:`geometry_regression` for the score CLI's ``pairs.csv``
+    (``python -m shamsul_utils.score --geometry``): the ground truth's masks (``{cxr_id: {class:
+    COCO RLE}}``, decoded one at a time) and the method's per-pair scores (CheXlocalize's task names)."""
+    from .datasets import ExpertMasks, SplitData
+    from .labels import from_chexlocalize_task
+
+    ids = [cxr_id for cxr_id in dict.fromkeys(pairs["cxr_id"]) if cxr_id in segmentations]
+    split = SplitData("ground truth", pd.DataFrame({"cxr_id": [], "image_path": []}), segmentations)
+    features = features_table(ExpertMasks(split, ids, check_image_size=False))
+    scored = pairs[pairs["gt_present"] > 0].assign(
+        method=method, **{"class": pairs["task"].map(from_chexlocalize_task)}, segmented=pairs["pred_present"] > 0)
+    regression = geometry_regression(scored, features, n_resamples=n_resamples, seed=seed)
+    return features, regression

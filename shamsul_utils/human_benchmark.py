@@ -34,7 +34,8 @@ from .score import (
     _wide,
 )
 
-__all__ = ["HUMAN_BENCHMARK_IMAGES", "PERCENTAGE_DECREASE_METRICS", "score_human_benchmark", "percentage_decrease"]
+__all__ = ["HUMAN_BENCHMARK_IMAGES", "HUMAN_BENCHMARK_FILES", "PERCENTAGE_DECREASE_METRICS", "score_human_benchmark",
+           "percentage_decrease", "availability"]
 
 
 HUMAN_BENCHMARK_IMAGES = ("exact", "ground-truth")
@@ -212,3 +213,23 @@ def percentage_decrease(method_pairs: pd.DataFrame, human_pairs: pd.DataFrame, *
     return table
 
 
+
+
+HUMAN_BENCHMARK_FILES = ("hb_segmentations_test.json", "hb_salient_pt_test.json")
+
+
+def availability(profile) -> str:
+    """One line for notebook 07: whether this run has CheXlocalize's human benchmark and how to score
+    with it. The phantom has none (the benchmark radiologists marked CheXpert test images); for
+    CheXpert data the files are looked for beside the profile's ground truth (``DATA_DIR/CheXlocalize/``)."""
+    if profile.data.source == "phantom":
+        return ("human benchmark: none for the phantom (CheXlocalize's benchmark radiologists marked CheXpert's test "
+                "images); on CheXlocalize's data: python -m shamsul_utils.score --human-benchmark (data/README.md)")
+    folder = profile.data_root / "CheXlocalize"
+    missing = [name for name in HUMAN_BENCHMARK_FILES if not (folder / name).is_file()]
+    if missing:
+        return f"human benchmark: not found under {folder} ({', '.join(missing)} missing); see data/README.md"
+    return (f"human benchmark: found under {folder}; score a method's test heatmaps against "
+            "gt_segmentations_test.json with python -m shamsul_utils.score --human-benchmark "
+            f"{folder / HUMAN_BENCHMARK_FILES[0]} --human-salient-points {folder / HUMAN_BENCHMARK_FILES[1]} "
+            "(data/README.md): CheXlocalize's benchmark covers its test split, which this profile does not score")

@@ -377,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probability-cutoffs", type=Path, default=None,
                         help="per-class probability cutoffs, CheXlocalize's probability_tuning_results.csv layout "
                              "(prob_threshold,mIoU,task: the best per task is applied)")
+    parser.add_argument("--geometry", action="store_true",
+                        help="also CheXlocalize's pathology features of the ground truth and the regression of IoU "
+                             "and hit on them (pathology_features.csv, geometry_regression.csv)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of images (default 1000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ci", choices=("percentile", "chexlocalize"), default="percentile",
@@ -423,6 +426,12 @@ def main(argv: list[str] | None = None) -> int:
             pairs = score_segmentations(arguments.segmentations, truth)
         kwargs = {"n_resamples": arguments.bootstrap, "seed": arguments.seed, "interval": arguments.ci}
         summary = summarise(pairs, **kwargs)
+        if arguments.geometry:
+            from .geometry import scored_geometry
+
+            source = arguments.heatmaps or arguments.store or arguments.segmentations
+            features, regression = scored_geometry(pairs, truth.entries, method=Path(source).name,
+                                                   n_resamples=arguments.bootstrap, seed=arguments.seed)
         if arguments.human_benchmark is not None:
             human = score_human_benchmark(arguments.human_benchmark, _scored_truth(truth, pairs),
                                           salient_points=arguments.human_salient_points,
@@ -435,6 +444,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     write_table(pairs, arguments.output / "pairs.csv")
     write_table(summary, arguments.output / "summary.csv")
+    if arguments.geometry:
+        write_table(features, arguments.output / "pathology_features.csv")
+        write_table(regression, arguments.output / "geometry_regression.csv")
     overall = summary.iloc[-1]
     print(f"{len(pairs['cxr_id'].unique())} images: mIoU {overall['miou_true_positive']:.3f} (true-positive slice), "
           f"{overall['miou_full_set']:.3f} (full set); hit rate {overall['hit_rate']:.3f}; "

@@ -625,7 +625,11 @@ def verdict_text(aurocs: pd.DataFrame, verdicts: pd.DataFrame, finding: str, *, 
                      f"p_Holm = {first['p_holm']:.3f}); drain hits {second['shortcut']:.0%} vs {second['control']:.0%} "
                      f"({second['difference']:+.2f} [{second['low']:+.2f}, {second['high']:+.2f}], "
                      f"p_Holm = {second['p_holm']:.3f})")
-    lines += ["", f"Limits: one phantom, one seed, one shortcut and {images} images; superpixel methods (LIME, SHAP) "
-              "can give the thin drain only the mass of the segments that contain it; the maps' coarse grids "
-              "(Grad-CAM's) spread mass beyond the tube."]
+    control = (f"the control model learned the finding itself only to a clean-test AUROC of "
+               f"{by_test.loc[(CONTROL_MODEL, 'clean'), 'auroc']:.3f}, so its maps show where a model without the "
+               "shortcut looks, not where a good detector of the lesion would; " if CONTROL_MODEL in drops.index else "")
+    lines += ["", f"Limits: one phantom, one seed, one shortcut and {images} images; {control}a difference that holds "
+              "can still be small (compare the shares); superpixel methods (LIME, SHAP) can give the thin drain only "
+              "the mass of the segments that contain it; the maps' coarse grids (Grad-CAM's) spread mass beyond "
+              "the tube."]
     return "\n".join(lines) + "\n"

@@ -29,7 +29,7 @@ from . import claims
 from .anatomy import PhantomRegions, plausibility, plausible_regions
 from .labels import LOCALIZED_CLASSES
 
-__all__ = ["PLAUSIBILITY", "WHOLE_IMAGE", "plausibility_scores", "values_table", "random_instances",
+__all__ = ["PLAUSIBILITY", "WHOLE_IMAGE", "plausibility_scores", "proxy_tables", "values_table", "random_instances",
            "rating_items", "sheet_and_ratings", "significance_markdown"]
 
 PLAUSIBILITY = "plausibility"
@@ -85,6 +85,29 @@ def plausibility_scores(profile, scores: dict) -> dict[tuple[str, str], np.ndarr
             result[(WHOLE_IMAGE, PLAUSIBILITY)] = [whole]
     count = len(scores)
     return {key: np.stack(values * (count if key[0] == WHOLE_IMAGE else 1)) for key, values in result.items()}
+
+
+def proxy_tables(profile, scores: dict, *, n_resamples: int = 2000,
+                 seed: int = 0) -> tuple[dict, pd.DataFrame | None, pd.DataFrame | None, str]:
+    """Notebook 08's proxy analysis: ``(plausibility, values, comparisons, note)``.
+
+    On the phantom: :func:`plausibility_scores`, the values table of plausibility and mIoU (full set)
+    (:func:`values_table`) and the tested comparisons (:func:`shamsul_utils.claims.claims_table`,
+    one family over the method pairs). On real data there are no anatomy masks: empty results, and
+    ``note`` says that the rating sheet is the route there."""
+    from . import seeds
+
+    if profile.data.source != "phantom":
+        return {}, None, None, ("anatomical plausibility needs the phantom's anatomy; on real data medical "
+                                "significance is rated by clinicians on the blinded sheet below")
+    plausibility = plausibility_scores(profile, scores)
+    values = values_table(plausibility | seeds.family_scores(scores, ("miou_all",)), n_resamples=n_resamples,
+                          seed=seed)
+    tested = {key: value for key, value in plausibility.items() if key[0] != WHOLE_IMAGE}
+    comparisons = claims.claims_table(tested, metrics=(PLAUSIBILITY,), n_resamples=n_resamples, seed=seed,
+                                      family="anatomical plausibility")
+    images = next(iter(plausibility.values())).shape[1]
+    return plausibility, values, comparisons, f"{len(scores)} models x {images} images"
 
 
 def values_table(values: dict[tuple[str, str], np.ndarray], *, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
@@ -163,9 +186,12 @@ def sheet_and_ratings(folder, items: list, *, seed: int, n_resamples: int = 1000
     return ratings, summary
 
 
-def significance_markdown(values: pd.DataFrame, table: pd.DataFrame, ratings_summary: pd.DataFrame | None,
-                          *, images: int, models: int) -> str:
-    """Notebook 08's conclusion, generated from its tables (and quoted by README)."""
+def significance_markdown(values: pd.DataFrame | None, table: pd.DataFrame | None,
+                          ratings_summary: pd.DataFrame | None, *, images: int, models: int, note: str = "") -> str:
+    """Notebook 08's conclusion, generated from its tables (and quoted by README); without the proxy's
+    tables (real data) the note and the ratings only."""
+    if values is None or table is None:
+        return "\n".join([f"**Medical significance**: {note}.", "", _ratings_line(ratings_summary)]) + "\n"
     lines = [f"**Medical significance, by a proxy** (anatomical plausibility: the share of a segmentation inside "
              f"the region where its finding can occur; {models} models x {images} images, primary protocol; "
              "mean over the localised classes and the models, 95 % interval over models and images):", ""]
@@ -188,11 +214,14 @@ def significance_markdown(values: pd.DataFrame, table: pd.DataFrame, ratings_sum
                  f"significance\" (judged by clinicians there): on this proxy, {verdict}. A proxy, not a "
                  "clinician's judgement: a segmentation can lie where its finding can occur and still be too "
                  "diffuse to help.")
-    if ratings_summary is None or ratings_summary.empty:
-        lines.append("\nBlinded ratings: none yet (notebook 08 writes the sheet; a filled sheet is read back and "
-                     "summarised here).")
-    else:
-        parts = [f"{row['method']} {row['mean_rating']:.2f} [{row['mean_low']:.2f}, {row['mean_high']:.2f}] "
-                 f"({int(row['items'])} items)" for _, row in ratings_summary.iterrows()]
-        lines.append("\nBlinded ratings (1-5, mean with 95 % interval over images): " + "; ".join(parts) + ".")
+    lines += ["", _ratings_line(ratings_summary)]
     return "\n".join(lines) + "\n"
+
+
+def _ratings_line(ratings_summary: pd.DataFrame | None) -> str:
+    if ratings_summary is None or ratings_summary.empty:
+        return ("Blinded ratings: none yet (notebook 08 writes the sheet; a filled sheet is read back and summarised "
+                "here).")
+    parts = [f"{row['method']} {row['mean_rating']:.2f} [{row['mean_low']:.2f}, {row['mean_high']:.2f}] "
+             f"({int(row['items'])} items)" for _, row in ratings_summary.iterrows()]
+    return "Blinded ratings (1-5, mean with 95 % interval over images): " + "; ".join(parts) + "."

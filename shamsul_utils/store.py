@@ -139,15 +139,19 @@ class HeatmapStore:
         if not info.is_file():
             atomic_write_text(info, json.dumps(json.loads(description), indent=2))
 
-    def superseded_because(self) -> str | None:
+    def superseded_because(self, cxr_ids=None) -> str | None:
         """Why maps of this method, options and model cached by *other* code are not reused: a line
-        naming the change, or None when there are none (the first run, or other options or model)."""
+        naming the change, or None when there are none (the first run, or other options or model).
+        With ``cxr_ids`` (the images about to be computed), only when other code had cached one of
+        them: new images are not a recomputation."""
         for info in sorted(self.folder.parent.glob("*/store.json")):
             if info.parent == self.folder:
                 continue
             try:
                 other = json.loads(info.read_text())
             except (OSError, ValueError):
+                continue
+            if cxr_ids is not None and not any((info.parent / f"{cxr_id}.npz").is_file() for cxr_id in cxr_ids):
                 continue
             if other.get("options") == self.options and other.get("model") == self.model_key:
                 return (f"{self.method}: the code that computes these maps changed since the cached ones "

@@ -164,7 +164,8 @@ def explain_cached(profile: Profile, model: torch.nn.Module, explanation: Explan
 
     rows = np.arange(len(explanation)) if rows is None else np.asarray(rows)
     ids = [explanation.cxr_ids[row] for row in rows]
-    if any(not store.has(cxr_id) for cxr_id in ids) and (reason := store.superseded_because()):
+    missing = [cxr_id for cxr_id in ids if not store.has(cxr_id)]
+    if missing and (reason := store.superseded_because(missing)):
         notice(reason)
     return store.compute(ids, explanation.images[rows], run, chunk=chunk, progress=progress)
 

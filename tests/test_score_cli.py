@@ -254,3 +254,26 @@ def test_cli_applies_chexlocalize_tuning_files_as_the_plain_route_does(tmp_path,
     assert main(["--heatmaps", str(tmp_path / "pkls"), "--gt", str(tmp_path / "gt.json"), "--output",
                  str(tmp_path / "o3"), "--thresholds", str(tmp_path / "bad.csv")]) == 2
     assert "unknown task(s) Nodule" in capsys.readouterr().err
+
+
+def test_cli_geometry_equals_the_library_on_the_same_masks_and_pairs(tmp_path):
+    """--geometry: CheXlocalize's features of the ground truth's masks and the regression of this method's pairs,
+    the same numbers as geometry.features_table / geometry_regression on the masks and scores in memory."""
+    from shamsul_utils import geometry
+
+    ids, truth, _ = _case(tmp_path)
+    assert main(["--heatmaps", str(tmp_path / "pkls"), "--gt", str(tmp_path / "gt.json"), "--output",
+                 str(tmp_path / "out"), "--signed", "raw", "--bootstrap", "50", "--geometry"]) == 0
+    features = pd.read_csv(tmp_path / "out" / "pathology_features.csv")
+    expected = geometry.features_table([truth[cxr_id] for cxr_id in ids], cxr_ids=ids)
+    pd.testing.assert_frame_equal(features, expected, check_dtype=False)
+    square = np.zeros((8, 8), bool)
+    square[2:6, 2:6] = True
+    assert geometry.mask_features(square)["elongation"] == 1.0  # an independent hand case: a square
+    pairs = pd.read_csv(tmp_path / "out" / "pairs.csv")
+    scored = pairs[pairs["gt_present"] > 0].assign(method="pkls", segmented=pairs["pred_present"] > 0)
+    scored["class"] = scored["task"].map({CHEXLOCALIZE_TASK_NAMES[name]: name for name in LOCALIZED_CLASSES})
+    regression = pd.read_csv(tmp_path / "out" / "geometry_regression.csv")
+    library = geometry.geometry_regression(scored, expected, n_resamples=50, seed=0)
+    np.testing.assert_allclose(regression["coef"].to_numpy(float), library["coef"].to_numpy(float), equal_nan=True)
+    assert set(regression["method"]) == {"pkls"}

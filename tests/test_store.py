@@ -146,6 +146,8 @@ def test_the_store_says_why_it_computes_again(tmp_path):
     new = HeatmapStore(tmp_path, "lrp-epsilon", {"rule": "epsilon"}, "model", code="v2")
     assert new.missing(["a"]) == ["a"]  # maps of other code are not reused
     assert "lrp-epsilon: the code that computes these maps changed" in new.superseded_because()
+    assert "computing them again" in new.superseded_because(["a", "b"])  # "a" was cached by the old code
+    assert new.superseded_because(["b"]) is None  # a new image is computed, not computed again
     assert HeatmapStore(tmp_path, "lrp-epsilon", {"rule": "epsilon"}, "other model", code="v3").superseded_because() is None
 
 
